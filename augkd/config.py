@@ -1,0 +1,310 @@
+"""Typed configuration: pydantic v2 models with defaults in code, YAML presets, dotted ``--set`` overrides.
+
+Precedence, lowest to highest: defaults in these models < YAML file < ``--set a.b=c`` overrides.
+Unknown keys are errors with a close-match suggestion; values are coerced to the field type or rejected.
+Every run writes its resolved config to ``<run_dir>/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from augkd.errors import ConfigError
+
+CONFIG_VERSION = 1
+
+METHODS = ("augkd", "scratch", "kd", "dfkd", "dfkd-ft", "augkd-no-anchor", "augkd-no-mixup")
+Method = Literal["augkd", "scratch", "kd", "dfkd", "dfkd-ft", "augkd-no-anchor", "augkd-no-mixup"]
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelSpec(_Base):
+    """A network picked from the model registry (``augkd.models.list_models()``)."""
+
+    arch: str = "mobilenet_v3_small"
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. {"width_mult": 0.5}
+
+
+class DataConfig(_Base):
+    """The labelled student-domain dataset and its split."""
+
+    dataset: str = "mnist5k"  # built-in name (mnist5k, digits, fashion-mnist) or a folder / list file
+    root: str | None = None  # image root for a list file (defaults to the list file's folder)
+    image_size: int = Field(32, ge=8, le=512)
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / eval / test fractions, stratified
+    split_seed: int = 0  # kept apart from the training seed: every method and seed sees the same split
+    shots_per_class: int | None = Field(None, ge=1)  # keep only K labelled training images per class
+    max_per_class: int | None = Field(None, ge=1)  # cap on images per class before splitting (built-ins)
+    skip_bad_files: bool = False  # skip and count unreadable images instead of failing
+    augment: bool = True  # random crop (pad 4) on the training split
+    hflip: bool = False  # horizontal flips (off by default: wrong for digits; on for Office photos)
+
+    @model_validator(mode="after")
+    def _check_split(self) -> DataConfig:
+        if any(f < 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-6 or self.split[0] <= 0:
+            raise ValueError(f"data.split must be three non-negative fractions summing to 1, got {self.split}")
+        return self
+
+
+class TeacherConfig(_Base):
+    """The frozen teacher: a built-in pretrained model or a checkpoint written by ``augkd teacher``."""
+
+    checkpoint: str = "ccexam-svhn"  # built-in name (ccexam-svhn, ...) or path to .safetensors / .pt
+
+
+class GeneratorConfig(_Base):
+    """Generator G and encoder E (Module 1)."""
+
+    latent_dim: int = Field(100, ge=2)
+    width: int = Field(256, ge=4)  # channels after the first linear layer (paper: 256); halves per stage
+    encoder_width: int = Field(64, ge=4)  # first conv width of the encoder (paper: 64); doubles per stage
+
+
+class Module1Config(_Base):
+    """Data-free learning: G, E and S trained jointly from the teacher."""
+
+    epochs: int = Field(200, ge=0)
+    iters_per_epoch: int = Field(200, ge=1)
+    batch_size: int = Field(256, ge=2)
+    student_steps: int = Field(5, ge=1)  # k student/encoder steps per generator step
+    g_lr: float = Field(1e-3, gt=0)
+    s_lr: float = Field(1e-3, gt=0)
+    s_wd: float = Field(1e-4, ge=0)
+    e_lr: float = Field(1e-4, gt=0)
+    w_adv: float = 1.0  # weight of -KL(T||S) in the generator loss
+    w_ce: float = 1.0  # CE(T(x), argmax T(x))
+    w_balance: float = 20.0  # class balance: w * sum p_bar log10 p_bar
+    w_bn: float = 1.0  # BN-statistics matching
+    kld_weight: float = 0.00025  # encoder VAE KL weight
+
+
+class Module2Config(_Base):
+    """Anchor learning: only the AnchorNet is trained."""
+
+    epochs: int = Field(200, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    invariant: float = Field(0.25, ge=0, le=1)  # alpha: target fraction of latent dims kept invariant
+    mask_form: Literal["per_sample", "batch_total"] = "per_sample"  # batch_total = official code (B2)
+    w_mask: float = 1.0
+    w_ce: float = 0.1
+    tau: float = Field(1.0, gt=0)  # energy temperature
+
+
+class Module3Config(_Base):
+    """Mixup learning: the student learns from anchor/real mixtures and the teacher."""
+
+    epochs: int = Field(200, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    wd: float = Field(1e-4, ge=0)
+    a: float = Field(0.6, gt=0)  # fraction of training over which s ramps to 1
+    b: float = Field(0.2, ge=0, le=1)  # starting s
+    schedule: Literal["linear", "step"] = "linear"
+    u: float = Field(0.5, ge=0, le=1)  # weight of CE; (1-u) weights tau^2 KL
+    tau: float = Field(10.0, gt=0)
+    kd_target: Literal["teacher", "student"] = "teacher"  # student = official code (B1)
+    normalize_real: bool = True  # False = official code's raw real half (B3)
+    mixed_only: bool = False  # train on the mixed half only (no separate real half)
+
+
+class KDConfig(_Base):
+    """Plain KD / fine-tuning on real student-domain images (``scratch``, ``kd``, ``dfkd-ft``)."""
+
+    epochs: int = Field(50, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    wd: float = Field(1e-4, ge=0)
+    u: float = Field(0.5, ge=0, le=1)  # 1.0 = CE only
+    tau: float = Field(4.0, gt=0)
+
+
+class TrainConfig(_Base):
+    """Settings shared by every stage."""
+
+    seed: int = 0
+    batch_size: int = Field(256, ge=1)  # real-image batch in Modules 2 and 3 and the baselines
+    eval_batch_size: int = Field(1024, ge=1)
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA and on CPUs with AVX-512 BF16
+    channels_last: bool = True
+    threads: int | None = Field(None, ge=1)  # torch.set_num_threads; None = torch's default
+    save_images: bool = True
+    progress: bool = True
+
+
+class KernelConfig(_Base):
+    """Which implementation of the fused ops to use (auto, triton, torch, compile)."""
+
+    backend: Literal["auto", "triton", "torch", "compile"] = "auto"
+
+
+class DistillConfig(_Base):
+    """Everything ``augkd distill`` needs."""
+
+    version: int = CONFIG_VERSION
+    method: Method = "augkd"
+    teacher: TeacherConfig = TeacherConfig()
+    student: ModelSpec = ModelSpec(arch="mobilenet_v3_small", kwargs={"width_mult": 0.5})
+    data: DataConfig = DataConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+    module1: Module1Config = Module1Config()
+    module2: Module2Config = Module2Config()
+    module3: Module3Config = Module3Config()
+    kd: KDConfig = KDConfig()
+    train: TrainConfig = TrainConfig()
+    kernels: KernelConfig = KernelConfig()
+
+    @model_validator(mode="after")
+    def _check_version(self) -> DistillConfig:
+        if self.version != CONFIG_VERSION:
+            raise ValueError(f"config version {self.version} is not supported (this augkd reads {CONFIG_VERSION})")
+        return self
+
+
+class TeacherTrainConfig(_Base):
+    """Everything ``augkd teacher`` needs: train a teacher on a teacher-domain dataset."""
+
+    version: int = CONFIG_VERSION
+    model: ModelSpec = ModelSpec(arch="resnet18")
+    data: DataConfig = DataConfig(split=(0.8, 0.2, 0.0))
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    wd: float = Field(1e-4, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    train: TrainConfig = TrainConfig()
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def _fields_of(model: type[BaseModel], path: list[str]) -> tuple[type[BaseModel] | None, list[str]]:
+    """Walk ``path`` down nested models; returns the innermost model and its field names."""
+    cur: type[BaseModel] | None = model
+    for key in path:
+        if cur is None:
+            return None, []
+        ann = cur.model_fields[key].annotation
+        cur = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return cur, list(cur.model_fields) if cur is not None else []
+
+
+def _check_keys(model: type[BaseModel], data: dict[str, Any], prefix: list[str]) -> None:
+    """Raise ConfigError for unknown keys, suggesting the closest valid one."""
+    cls, names = _fields_of(model, prefix)
+    if cls is None:
+        return
+    for key, value in data.items():
+        if key not in names:
+            full = ".".join([*prefix, key])
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {'.'.join([*prefix, close[0]])!r}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {full!r}{hint}")
+        sub, _ = _fields_of(model, [*prefix, key])
+        if sub is not None and isinstance(value, dict) and key != "kwargs":
+            _check_keys(model, value, [*prefix, key])
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "kwargs":
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=c`` into (["a", "b"], value); the value is read as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"bad override {text!r}: expected KEY=VALUE, e.g. --set module3.epochs=10")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad override {text!r}: empty key; expected e.g. --set train.seed=1")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"bad override {text!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
+    return key.split("."), value
+
+
+def overrides_to_dict(overrides: list[str]) -> dict[str, Any]:
+    """Turn repeated ``--set a.b=c`` strings into one nested dict."""
+    out: dict[str, Any] = {}
+    for text in overrides:
+        path, value = parse_override(text)
+        cur = out
+        for part in path[:-1]:
+            nxt = cur.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r} conflicts with an earlier override of {part!r}")
+            cur = nxt
+        cur[path[-1]] = value
+    return out
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    given_s = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"invalid config value for {loc}: {msg}{given_s}"
+
+
+def build_config(model: type[C], data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> C:
+    """Validate ``data`` (+ overrides) against ``model``; errors become one-line ConfigErrors."""
+    merged = _deep_merge(data or {}, overrides_to_dict(overrides or []))
+    _check_keys(model, merged, [])
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from exc
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; a missing or malformed file is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {str(path)!r}; pass an existing YAML file (see configs/)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}".splitlines()[0]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, model: type[C] = DistillConfig  # type: ignore[assignment]
+) -> C:
+    """Load a config: defaults < YAML file ``path`` < ``overrides`` (``["a.b=c", ...]``)."""
+    data = read_yaml(path) if path is not None else {}
+    return build_config(model, data, overrides)
+
+
+def config_to_dict(cfg: BaseModel) -> dict[str, Any]:
+    """A plain dict (tuples as lists) ready for YAML/JSON."""
+    return cfg.model_dump(mode="json")
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """YAML text of a resolved config (round-trips through :func:`load_config`)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: BaseModel, path: str | Path) -> Path:
+    """Atomically write the resolved config as YAML."""
+    from augkd.utils import atomic_write_text
+
+    return atomic_write_text(path, dump_config(cfg))
