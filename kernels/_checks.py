@@ -67,7 +67,7 @@ def per_sample(name: str, value: ScalarOrTensor, batch: int, device: torch.devic
         raise InputError(f"{name} must be a 0-d tensor or have shape [B]=({batch},), got shape {tuple(value.shape)}")
     if value.is_complex() or value.dtype == torch.bool:
         raise InputError(f"{name} must be a real number tensor, got dtype {value.dtype}")
-    return value.detach().to(device=device, dtype=torch.float32)
+    return value.detach().to(device=device, dtype=torch.float32).contiguous()
 
 
 def channel_stats(

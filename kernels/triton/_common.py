@@ -1,0 +1,82 @@
+"""Shared Triton helpers: launch settings, interpreter detection, pointer-friendly argument packing.
+
+Importing this module imports triton. It is only imported lazily, when a Triton backend is first used.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+
+from augkd.errors import InputError, KernelUnavailableError
+
+
+def _interpret_flag() -> bool:
+    knobs = getattr(triton, "knobs", None)  # triton >= 3.4
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+# The mode our @triton.jit functions were built in: triton reads TRITON_INTERPRET when a kernel is
+# decorated (module import), so this is captured once, next to the kernels.
+INTERPRET: bool = _interpret_flag()
+
+# Masked logits are set to this finite value instead of -inf, so that exp() gives 0 and 0 * value stays 0
+# (no NaN from 0 * -inf in masked lanes; the interpreter warns on those).
+NEG_LARGE = -1.0e30
+
+# One row of a row-wise op must fit in one block (one program reads a whole row once).
+MAX_FUSED_COLS = 65536
+# Target number of fp32 elements per program tile for row-wise ops (rows are stacked until the tile is full).
+_TILE_ELEMS = 4096
+# Elements per program for elementwise ops.
+_ELEMWISE_BLOCK = 1024
+
+
+def row_settings(n_rows: int, n_cols: int) -> tuple[int, int, int]:
+    """Choose ``(BLOCK_B, BLOCK_C, num_warps)`` for a row-wise op over an [n_rows, n_cols] matrix.
+
+    ``BLOCK_C`` is the next power of two ≥ n_cols (a whole row per tile); small rows are stacked
+    ``BLOCK_B`` per program so that a tile holds about 4096 elements (C = 10 → 256 rows per program,
+    C = 1000 → 4 rows).
+
+    Raises:
+        KernelUnavailableError: a row is wider than :data:`MAX_FUSED_COLS`.
+    """
+    if n_cols > MAX_FUSED_COLS:
+        raise KernelUnavailableError(
+            f"the triton row kernels hold a whole row in one block: at most {MAX_FUSED_COLS} classes, "
+            f"got {n_cols}; use backend torch"
+        )
+    block_c = triton.next_power_of_2(max(n_cols, 1))
+    block_b = max(1, min(_TILE_ELEMS // block_c, triton.next_power_of_2(max(n_rows, 1))))
+    tile = block_b * block_c
+    num_warps = 4 if tile <= 4096 else 8 if tile <= 16384 else 16
+    return block_b, block_c, num_warps
+
+
+def elementwise_settings(n_inner: int) -> tuple[int, int]:
+    """Choose ``(BLOCK_SIZE, num_warps)`` for an elementwise op whose rows (planes) have ``n_inner`` elements."""
+    block = min(_ELEMWISE_BLOCK, triton.next_power_of_2(max(n_inner, 1)))
+    num_warps = 4 if block >= 512 else 2 if block >= 128 else 1
+    return block, num_warps
+
+
+def check_device(name: str, *tensors) -> None:
+    """Check that the tensors live on one device that the kernels can use (CUDA, or anything when interpreting)."""
+    devices = {t.device for t in tensors if t is not None}
+    if len(devices) > 1:
+        raise InputError(f"{name}: all tensors must be on one device, got {sorted(map(str, devices))}")
+    dev = next(iter(devices))
+    if dev.type != "cuda" and not INTERPRET:
+        raise KernelUnavailableError(
+            f"{name}: tensor on {dev.type}; set TRITON_INTERPRET=1 before importing augkd to emulate, "
+            "or use backend torch"
+        )
+
+
+def stride0(t) -> int:
+    """Stride to read a per-sample value: 0 for a 0-d tensor (broadcast), 1 for a [B] tensor."""
+    return 0 if t.dim() == 0 else 1

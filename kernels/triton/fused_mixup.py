@@ -1,0 +1,184 @@
+"""Triton kernels for the pixel mixup + normalisation (``fused_mixup``) and the latent mixup (``latent_mix``).
+
+One program handles ``BLOCK_SIZE`` contiguous elements of one (sample, channel) plane, so the per-sample
+factor ``s_b`` and the per-channel ``mean[c]`` / ``std[c]`` are scalars loaded once per program. The
+grid is ``(B * C, cdiv(H * W, BLOCK_SIZE))``. ``latent_mix`` runs the same kernels on [B, L] latents viewed
+as B planes of one channel with L elements and no normalisation.
+
+Forward (all math in float32)::
+
+    out = ((1 - s_b) * x_gen + s_b * x_real - mean[c]) / std[c]
+
+Backward, with ``g = grad_out / std[c]`` (``g = grad_out`` without normalisation)::
+
+    grad_x_gen = (1 - s_b) * g        grad_x_real = s_b * g
+
+``s``, ``mean`` and ``std`` get no gradient (they are schedule/normalisation constants).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._checks import channel_stats, check_same, check_tensor, per_sample
+from ._common import check_device, elementwise_settings, stride0
+
+_MAX_GRID_Y = 65535
+
+
+@triton.jit
+def _fused_mixup_fwd_kernel(
+    gen_ptr,  # [B, C, N] generated images (N = H * W), any float dtype
+    real_ptr,  # [B, C, N] real images, any float dtype
+    out_ptr,  # [B, C, N] output, promoted dtype
+    s_ptr,  # [] or [B] float32 mixing factor
+    s_stride,  # 0 (one s for all samples) or 1 (one per sample)
+    mean_ptr,  # [C] float32 channel means (unused without HAS_NORM)
+    std_ptr,  # [C] float32 channel standard deviations (unused without HAS_NORM)
+    n_channels,
+    n_inner,
+    HAS_NORM: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+):
+    plane = tl.program_id(0).to(tl.int64)  # b * C + c
+    block = tl.program_id(1).to(tl.int64)
+    b = plane // n_channels
+    offs = block * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+    mask = offs < n_inner
+    base = plane * n_inner
+
+    s = tl.load(s_ptr + b * s_stride)
+    x_gen = tl.load(gen_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+    x_real = tl.load(real_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+    x = (1.0 - s) * x_gen + s * x_real
+    if HAS_NORM:
+        c = plane % n_channels
+        x = (x - tl.load(mean_ptr + c)) / tl.load(std_ptr + c)
+    tl.store(out_ptr + base + offs, x.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _fused_mixup_bwd_kernel(
+    grad_out_ptr,  # [B, C, N] upstream gradient, promoted dtype
+    grad_gen_ptr,  # [B, C, N] gradient for x_gen, x_gen's dtype (unused without NEED_GEN)
+    grad_real_ptr,  # [B, C, N] gradient for x_real, x_real's dtype (unused without NEED_REAL)
+    s_ptr,  # [] or [B] float32 mixing factor
+    s_stride,  # 0 or 1
+    std_ptr,  # [C] float32 (unused without HAS_NORM)
+    n_channels,
+    n_inner,
+    HAS_NORM: tl.constexpr,
+    NEED_GEN: tl.constexpr,
+    NEED_REAL: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+):
+    plane = tl.program_id(0).to(tl.int64)
+    block = tl.program_id(1).to(tl.int64)
+    b = plane // n_channels
+    offs = block * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+    mask = offs < n_inner
+    base = plane * n_inner
+
+    s = tl.load(s_ptr + b * s_stride)
+    g = tl.load(grad_out_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_NORM:
+        g = g / tl.load(std_ptr + plane % n_channels)
+    if NEED_GEN:
+        tl.store(grad_gen_ptr + base + offs, ((1.0 - s) * g).to(grad_gen_ptr.dtype.element_ty), mask=mask)
+    if NEED_REAL:
+        tl.store(grad_real_ptr + base + offs, (s * g).to(grad_real_ptr.dtype.element_ty), mask=mask)
+
+
+def _grid(n_planes: int, n_inner: int) -> tuple[tuple[int, int], int, int]:
+    block, num_warps = elementwise_settings(n_inner)
+    while triton.cdiv(n_inner, block) > _MAX_GRID_Y:  # only for planes of > 67M elements
+        block *= 2
+    return (n_planes, triton.cdiv(n_inner, block)), block, num_warps
+
+
+class FusedMixupFunction(torch.autograd.Function):
+    """Autograd wrapper of the mixup kernels, for [B, C, H, W] images or [B, L] latents (C = 1).
+
+    Saved for backward: ``s`` (float32, [] or [B]) and ``std`` ([C], or nothing). The images are not
+    saved: the gradient depends only on ``grad_out``, ``s`` and ``std``.
+    """
+
+    @staticmethod
+    def forward(ctx, x_gen, x_real, s, mean, std):  # type: ignore[override]
+        x_gen, x_real = x_gen.contiguous(), x_real.contiguous()
+        batch = x_gen.shape[0]
+        channels = x_gen.shape[1] if x_gen.dim() == 4 else 1
+        n_inner = x_gen.numel() // max(batch * channels, 1)
+        out = torch.empty(x_gen.shape, dtype=torch.promote_types(x_gen.dtype, x_real.dtype), device=x_gen.device)
+        has_norm = mean is not None
+        if out.numel() > 0:
+            grid, block, num_warps = _grid(batch * channels, n_inner)
+            _fused_mixup_fwd_kernel[grid](
+                x_gen, x_real, out, s, stride0(s), mean if has_norm else s, std if has_norm else s,
+                channels, n_inner, HAS_NORM=has_norm, BLOCK_SIZE=block, num_warps=num_warps,
+            )  # fmt: skip
+        ctx.save_for_backward(s, std if has_norm else None)
+        ctx.meta = (x_gen.dtype, x_real.dtype, channels, n_inner)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        s, std = ctx.saved_tensors
+        gen_dtype, real_dtype, channels, n_inner = ctx.meta
+        need_gen, need_real = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if grad_out is None or not (need_gen or need_real):
+            return None, None, None, None, None
+        grad_out = grad_out.contiguous()
+        grad_gen = torch.empty(grad_out.shape, dtype=gen_dtype, device=grad_out.device) if need_gen else None
+        grad_real = torch.empty(grad_out.shape, dtype=real_dtype, device=grad_out.device) if need_real else None
+        if grad_out.numel() > 0:
+            grid, block, num_warps = _grid(grad_out.shape[0] * channels, n_inner)
+            _fused_mixup_bwd_kernel[grid](
+                grad_out, grad_gen if need_gen else grad_out, grad_real if need_real else grad_out,
+                s, stride0(s), std if std is not None else s, channels, n_inner,
+                HAS_NORM=std is not None, NEED_GEN=need_gen, NEED_REAL=need_real,
+                BLOCK_SIZE=block, num_warps=num_warps,
+            )  # fmt: skip
+        return grad_gen, grad_real, None, None, None
+
+
+def _prepare_pair(name_a: str, a: object, name_b: str, b: object, ndim: int, layout: str):
+    a = check_tensor(name_a, a, ndim, layout)
+    b = check_tensor(name_b, b, ndim, layout)
+    check_same(name_a, a, name_b, b)
+    check_device(f"{name_a}/{name_b}", a, b)
+    return a, b
+
+
+def fused_mixup_triton(
+    x_gen: torch.Tensor,
+    x_real: torch.Tensor,
+    s: float | torch.Tensor,
+    mean=None,
+    std=None,
+) -> torch.Tensor:
+    """Triton launcher of :func:`augkd.kernels.reference.fused_mixup_torch` (same arguments and result).
+
+    Raises:
+        InputError: wrong rank, dtype, shapes or devices, or a bad ``s``/``mean``/``std``.
+        KernelUnavailableError: tensors on CPU without ``TRITON_INTERPRET=1``.
+    """
+    x_gen, x_real = _prepare_pair("x_gen", x_gen, "x_real", x_real, 4, "[B, C, H, W] images")
+    stats = channel_stats(mean, std, x_gen.shape[1], x_gen.device)
+    sv = per_sample("s", s, x_gen.shape[0], x_gen.device)
+    m, sd = stats if stats is not None else (None, None)
+    return FusedMixupFunction.apply(x_gen, x_real, sv, m, sd)
+
+
+def latent_mix_triton(z_a: torch.Tensor, z: torch.Tensor, s: float | torch.Tensor) -> torch.Tensor:
+    """Triton launcher of :func:`augkd.kernels.reference.latent_mix_torch` (same arguments and result).
+
+    Raises:
+        InputError: wrong rank, dtype, shapes or devices, or a bad ``s``.
+        KernelUnavailableError: tensors on CPU without ``TRITON_INTERPRET=1``.
+    """
+    z_a, z = _prepare_pair("z_a", z_a, "z", z, 2, "[B, L] latents")
+    sv = per_sample("s", s, z_a.shape[0], z_a.device)
+    return FusedMixupFunction.apply(z_a, z, sv, None, None)
