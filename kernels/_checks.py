@@ -17,6 +17,9 @@ from augkd.errors import InputError
 Scalar = float | int
 ScalarOrTensor = float | int | torch.Tensor
 
+# The Triton row kernels hold one whole row of logits in one block: at most this many classes.
+MAX_FUSED_COLS = 65536
+
 
 def check_tensor(name: str, t: object, ndim: int, layout: str) -> torch.Tensor:
     """Check that ``t`` is a floating-point tensor of rank ``ndim``; ``layout`` names the dims, e.g. '[B, C]'."""
@@ -32,9 +35,7 @@ def check_tensor(name: str, t: object, ndim: int, layout: str) -> torch.Tensor:
 def check_same(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     """Check that two tensors have the same shape and device."""
     if a.shape != b.shape:
-        raise InputError(
-            f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
-        )
+        raise InputError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.device != b.device:
         raise InputError(f"{name_a} and {name_b} must be on the same device, got {a.device} and {b.device}")
 
@@ -139,3 +140,46 @@ def check_reduction(reduction: object) -> str:
     if reduction not in REDUCTIONS:
         raise InputError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
     return str(reduction)
+
+
+def prepare_kd_args(
+    student: object,
+    teacher: object,
+    target: object,
+    u: ScalarOrTensor,
+    tau: object,
+    reduction: object,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, float, str]:
+    """Validate the arguments of ``kd_loss``; returns them with ``u`` as a float32 [] or [B] tensor.
+
+    Raises:
+        InputError: any bad argument, including a non-zero ``u`` without ``target`` (checked on the device
+            for tensor ``u``, which costs one synchronisation in that unusual call only).
+    """
+    s, t = check_logits_pair(student, teacher)
+    n_rows, n_cols = s.shape
+    y = None if target is None else check_target(target, n_rows, n_cols, s.device).contiguous()
+    tau_f = check_tau(tau)
+    red = check_reduction(reduction)
+    uv = per_sample("u", u, n_rows, s.device)
+    if y is None and bool((uv != 0).any()):
+        shown = u if not isinstance(u, torch.Tensor) else f"a tensor with non-zero values {u.flatten()[:4].tolist()}"
+        raise InputError(f"u must be 0 when target is None (pure KD, no CE term), got u={shown}")
+    return s, t, y, uv, tau_f, red
+
+
+def prepare_uncertainty_args(logits: object, tau: object) -> tuple[torch.Tensor, float]:
+    """Validate the arguments of ``uncertainty``."""
+    x = check_tensor("logits", logits, 2, "[B, C]")
+    check_nonempty("logits", x)
+    return x, check_tau(tau)
+
+
+def prepare_mix_args(
+    name_a: str, a: object, name_b: str, b: object, s: ScalarOrTensor, ndim: int, layout: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validate a pair of tensors to mix and the factor ``s``; returns ``s`` as a float32 [] or [B] tensor."""
+    ta = check_tensor(name_a, a, ndim, layout)
+    tb = check_tensor(name_b, b, ndim, layout)
+    check_same(name_a, ta, name_b, tb)
+    return ta, tb, per_sample("s", s, ta.shape[0], ta.device)

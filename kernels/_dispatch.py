@@ -38,7 +38,7 @@ ENV_BACKEND = "AUGKD_KERNEL_BACKEND"
 _TRUTHY = frozenset({"1", "true", "on", "yes"})
 
 
-class Backend(str, Enum):
+class Backend(str, Enum):  # noqa: UP042 -- StrEnum is 3.11+, the package supports 3.10
     """Which implementation a public kernel op runs."""
 
     AUTO = "auto"

@@ -11,6 +11,8 @@ import triton
 
 from augkd.errors import InputError, KernelUnavailableError
 
+from .._checks import MAX_FUSED_COLS
+
 
 def _interpret_flag() -> bool:
     knobs = getattr(triton, "knobs", None)  # triton >= 3.4
@@ -27,8 +29,6 @@ INTERPRET: bool = _interpret_flag()
 # (no NaN from 0 * -inf in masked lanes; the interpreter warns on those).
 NEG_LARGE = -1.0e30
 
-# One row of a row-wise op must fit in one block (one program reads a whole row once).
-MAX_FUSED_COLS = 65536
 # Target number of fp32 elements per program tile for row-wise ops (rows are stacked until the tile is full).
 _TILE_ELEMS = 4096
 # Elements per program for elementwise ops.

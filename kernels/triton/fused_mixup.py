@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import channel_stats, check_same, check_tensor, per_sample
+from .._checks import channel_stats, prepare_mix_args
 from ._common import check_device, elementwise_settings, stride0
 
 _MAX_GRID_Y = 65535
@@ -144,14 +144,6 @@ class FusedMixupFunction(torch.autograd.Function):
         return grad_gen, grad_real, None, None, None
 
 
-def _prepare_pair(name_a: str, a: object, name_b: str, b: object, ndim: int, layout: str):
-    a = check_tensor(name_a, a, ndim, layout)
-    b = check_tensor(name_b, b, ndim, layout)
-    check_same(name_a, a, name_b, b)
-    check_device(f"{name_a}/{name_b}", a, b)
-    return a, b
-
-
 def fused_mixup_triton(
     x_gen: torch.Tensor,
     x_real: torch.Tensor,
@@ -165,9 +157,9 @@ def fused_mixup_triton(
         InputError: wrong rank, dtype, shapes or devices, or a bad ``s``/``mean``/``std``.
         KernelUnavailableError: tensors on CPU without ``TRITON_INTERPRET=1``.
     """
-    x_gen, x_real = _prepare_pair("x_gen", x_gen, "x_real", x_real, 4, "[B, C, H, W] images")
+    x_gen, x_real, sv = prepare_mix_args("x_gen", x_gen, "x_real", x_real, s, 4, "[B, C, H, W] images")
+    check_device("fused_mixup", x_gen, x_real)
     stats = channel_stats(mean, std, x_gen.shape[1], x_gen.device)
-    sv = per_sample("s", s, x_gen.shape[0], x_gen.device)
     m, sd = stats if stats is not None else (None, None)
     return FusedMixupFunction.apply(x_gen, x_real, sv, m, sd)
 
@@ -179,6 +171,11 @@ def latent_mix_triton(z_a: torch.Tensor, z: torch.Tensor, s: float | torch.Tenso
         InputError: wrong rank, dtype, shapes or devices, or a bad ``s``.
         KernelUnavailableError: tensors on CPU without ``TRITON_INTERPRET=1``.
     """
-    z_a, z = _prepare_pair("z_a", z_a, "z", z, 2, "[B, L] latents")
-    sv = per_sample("s", s, z_a.shape[0], z_a.device)
+    z_a, z, sv = prepare_mix_args("z_a", z_a, "z", z, s, 2, "[B, L] latents")
+    check_device("latent_mix", z_a, z)
     return FusedMixupFunction.apply(z_a, z, sv, None, None)
+
+
+def mixup_launch(a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, mean=None, std=None) -> torch.Tensor:
+    """Run the kernels on arguments already checked (``prepare_mix_args`` / ``channel_stats``)."""
+    return FusedMixupFunction.apply(a, b, s, mean, std)

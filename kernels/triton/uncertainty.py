@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import check_nonempty, check_tau, check_tensor
+from .._checks import prepare_uncertainty_args
 from ..reference import Uncertainty
 from ._common import NEG_LARGE, check_device, row_settings
 
@@ -195,8 +195,11 @@ def uncertainty_triton(logits: torch.Tensor, tau: float = 1.0) -> Uncertainty:
         InputError: ``logits`` is not a non-empty 2-D floating tensor, or ``tau`` is not > 0.
         KernelUnavailableError: CPU tensor without ``TRITON_INTERPRET=1``, or more than 65536 classes.
     """
-    logits = check_tensor("logits", logits, 2, "[B, C]")
-    check_nonempty("logits", logits)
-    tau = check_tau(tau)
+    logits, tau = prepare_uncertainty_args(logits, tau)
     check_device("logits", logits)
+    return Uncertainty(*UncertaintyFunction.apply(logits, tau))
+
+
+def uncertainty_launch(logits: torch.Tensor, tau: float) -> Uncertainty:
+    """Run the kernels on arguments already checked by ``prepare_uncertainty_args``."""
     return Uncertainty(*UncertaintyFunction.apply(logits, tau))
