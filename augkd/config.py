@@ -46,6 +46,8 @@ class DataConfig(_Base):
     skip_bad_files: bool = False  # skip and count unreadable images instead of failing
     augment: bool = True  # random crop (pad 4) on the training split
     hflip: bool = False  # horizontal flips (off by default: wrong for digits; on for Office photos)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # the student's input normalisation (ImageNet)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     @model_validator(mode="after")
     def _check_split(self) -> DataConfig:

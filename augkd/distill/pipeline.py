@@ -1,0 +1,241 @@
+"""``augkd.distill(config)``: one run of one method, plus multi-seed and multi-method comparisons."""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from augkd.checkpoint import ModelMeta, load_model, save_model
+from augkd.config import DistillConfig, config_to_dict, load_config, save_config
+from augkd.data import DomainData, load_domain
+from augkd.distill.engine import RunContext, pick_precision, run_stages
+from augkd.distill.stages import MixupStage, build_stages, needs_generative
+from augkd.errors import ConfigError, InputError
+from augkd.evaluate import FrozenTeacher, Normalize, accuracy
+from augkd.models import create_model
+from augkd.utils import atomic_write_json, atomic_write_text, augkd_version, git_sha, resolve_device, seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillResult:
+    """What one ``augkd distill`` run produced."""
+
+    run_dir: str
+    method: str
+    seed: int
+    test: dict[str, float]
+    teacher_test: dict[str, float]
+    best_eval_acc1: float | None
+    timings: dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"
+    student_path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_teacher(cfg: DistillConfig, data: DomainData) -> tuple[FrozenTeacher, ModelMeta]:
+    """Load the frozen teacher and check its label space against the student-domain data."""
+    net, meta = load_model(cfg.teacher.checkpoint)
+    if meta.num_classes != data.num_classes:
+        raise InputError(
+            f"teacher {cfg.teacher.checkpoint!r} has {meta.num_classes} classes but dataset {cfg.data.dataset!r} has "
+            f"{data.num_classes}: the student domain must share the teacher's label space"
+        )
+    names = [str(c) for c in meta.class_names]
+    if names and names != [str(i) for i in range(meta.num_classes)] and names != data.class_names:
+        diff = [f"{a!r}≠{b!r}" for a, b in zip(names, data.class_names, strict=False) if a != b]
+        raise InputError(f"class folders differ from the teacher's classes: {', '.join(diff[:3])}; rename the folders")
+    return FrozenTeacher(net, meta.mean, meta.std, meta.input_size, meta.in_chans), meta
+
+
+def _prepare_run_dir(cfg: DistillConfig, run_dir: Path, resume: bool) -> DistillConfig:
+    state = run_dir / "checkpoints" / "state.pt"
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise InputError(f"cannot resume: {str(run_dir)!r} has no config.yaml (is it a run directory?)")
+        return load_config(run_dir / "config.yaml")
+    if state.is_file() or (run_dir / "student.safetensors").is_file():
+        raise InputError(f"run directory {str(run_dir)!r} already holds a run: pass --resume to continue it or a new --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    return cfg
+
+
+def distill(
+    cfg: DistillConfig, run_dir: str | Path = "runs/distill", resume: bool = False, progress: bool = False
+) -> DistillResult:
+    """Run ``cfg.method`` end to end; writes the run directory and returns the test metrics."""
+    run_dir = Path(run_dir)
+    cfg = _prepare_run_dir(cfg, run_dir, resume)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    precision = pick_precision(cfg.train.precision, device)
+    data = load_domain(cfg.data, run_dir)
+    teacher, _ = load_teacher(cfg, data)
+    teacher.to(device)
+    nc = data.num_classes
+    nets: dict[str, torch.nn.Module] = {"student": create_model(cfg.student.arch, nc, **cfg.student.kwargs)}
+    g = cfg.generator
+    if needs_generative(cfg.method):
+        nets["generator"] = create_model("augkd_generator", latent_dim=g.latent_dim, image_size=cfg.data.image_size,
+                                         width=g.width)  # fmt: skip
+        nets["encoder"] = create_model("augkd_encoder", nc, latent_dim=g.latent_dim, image_size=cfg.data.image_size,
+                                       width=g.encoder_width)  # fmt: skip
+        mask = "sigmoid" if cfg.module2.mask_form == "per_sample" else "official"
+        nets["anchor"] = create_model("augkd_anchor", nc, latent_dim=g.latent_dim, mask=mask)
+    for name, net in nets.items():
+        net.to(device)
+        if cfg.train.channels_last and name in ("student", "generator"):
+            net.to(memory_format=torch.channels_last)
+    if cfg.train.channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    norm = Normalize(cfg.data.mean, cfg.data.std).to(device)
+    gen = torch.Generator().manual_seed(cfg.train.seed + 1)
+    ctx = RunContext(cfg, run_dir, data, teacher, nets, device, precision, norm, gen)
+    teacher_test = accuracy(teacher, data.test, cfg.train.eval_batch_size, device)
+    logger.info("teacher source-only test acc@1 %.4f; precision %s; device %s", teacher_test["acc1"], precision, device)
+    stages = build_stages(cfg)
+    t0 = time.perf_counter()
+    prog = _progress() if progress else None
+    if prog is not None:
+        with prog:
+            out = run_stages(ctx, stages, prog)
+    else:
+        out = run_stages(ctx, stages, None)
+    test = ctx.student_accuracy("test")  # the test split is read once, here
+    student_path = _save_student(cfg, run_dir, nets["student"], data, test)
+    _write_pictures(cfg, run_dir, out["metrics"], stages)
+    evals = [r["eval_acc1"] for r in out["metrics"] if "eval_acc1" in r]
+    result = DistillResult(str(run_dir), cfg.method, cfg.train.seed, test, teacher_test, max(evals) if evals else None,
+                           {**out["timings"], "total_s": time.perf_counter() - t0}, precision, str(student_path))  # fmt: skip
+    summary = {**result.to_dict(), "augkd_version": augkd_version(), "git_sha": git_sha(),
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
+    atomic_write_json(run_dir / "summary.json", summary)
+    return result
+
+
+def _save_student(cfg: DistillConfig, run_dir: Path, student: torch.nn.Module, data: DomainData,
+                  test: dict[str, float]) -> Path:  # fmt: skip
+    meta = ModelMeta(
+        arch=cfg.student.arch, num_classes=data.num_classes, model_kwargs=dict(cfg.student.kwargs),
+        class_names=data.class_names, input_size=cfg.data.image_size, in_chans=3,
+        mean=list(cfg.data.mean), std=list(cfg.data.std),
+        metrics={f"test_{k}": v for k, v in test.items() if k != "n"},
+        extra={"method": cfg.method, "seed": cfg.train.seed, "data": config_to_dict(cfg.data),
+               "teacher": cfg.teacher.checkpoint},
+    )  # fmt: skip
+    student = student.to(memory_format=torch.contiguous_format)
+    return save_model(student, run_dir / "student.safetensors", meta)
+
+
+def _write_pictures(cfg: DistillConfig, run_dir: Path, rows: list[dict[str, Any]], stages: list[Any]) -> None:
+    if not cfg.train.save_images:
+        return
+    from augkd.distill.plots import plot_curves, plot_schedule
+
+    plot_curves(rows, run_dir / "images" / "training_curves.png")
+    for st in stages:
+        if isinstance(st, MixupStage) and st.epochs > 0:
+            from augkd.distill.engine import RunContext  # noqa: F401
+
+            vals = [st.fixed_s if st.fixed_s is not None else
+                    __import__("augkd.distill.schedule", fromlist=["stage_factor"]).stage_factor(
+                        e, st.epochs, cfg.module3.a, cfg.module3.b, cfg.module3.schedule) for e in range(st.epochs)]  # fmt: skip
+            plot_schedule(vals, run_dir / "images" / "s_schedule.png",
+                          f"s(e): {cfg.module3.schedule}, a={cfg.module3.a}, b={cfg.module3.b}")  # fmt: skip
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from augkd.cli._util import err_console
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=False)  # fmt: skip
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def compare(
+    cfg: DistillConfig, methods: list[str], seeds: list[int], out_dir: str | Path, progress: bool = False,
+    resume: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Run methods × seeds on the same split; write ``summary.json``, ``summary.md`` and a bar chart."""
+    from augkd.config import METHODS
+
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ConfigError(f"unknown method {bad[0]!r}: choose from {', '.join(METHODS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict[str, Any]]] = {}
+    teacher: dict[str, float] = {}
+    for method in methods:
+        for seed in seeds:
+            rd = out / method / f"seed{seed}"
+            if (rd / "summary.json").is_file():
+                res = json.loads((rd / "summary.json").read_text())
+            else:
+                sub = cfg.model_copy(update={"method": method, "train": cfg.train.model_copy(update={"seed": seed})})
+                r = distill(sub, rd, resume=resume and (rd / "config.yaml").is_file(), progress=progress)
+                res = r.to_dict()
+            results.setdefault(method, []).append(res)
+            teacher = res["teacher_test"]
+    summary = summarize(results, teacher)
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", summary_markdown(summary))
+    plot_summary(summary, out / "summary.png")
+    return summary
+
+
+def summarize(results: dict[str, list[dict[str, Any]]], teacher: dict[str, float]) -> dict[str, Any]:
+    rows = {}
+    for method, runs in results.items():
+        row: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
+        for k in ("acc1", "acc3", "acc5"):
+            m, s = _mean_std([r["test"][k] for r in runs])
+            row[f"{k}_mean"], row[f"{k}_std"] = m, s
+        row["acc1_runs"] = [r["test"]["acc1"] for r in runs]
+        row["total_s_mean"] = statistics.fmean(r["timings"].get("total_s", 0.0) for r in runs)
+        rows[method] = row
+    return {"teacher_source_only": teacher, "methods": rows}
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    t = summary["teacher_source_only"]
+    lines = ["| method | Acc@1 | Acc@3 | Acc@5 | seeds | time/run (s) |", "|---|---|---|---|---|---|"]
+    lines.append(f"| teacher (source only) | {100 * t['acc1']:.1f} | {100 * t['acc3']:.1f} | {100 * t['acc5']:.1f} | - | - |")
+    for m, r in summary["methods"].items():
+        cells = " | ".join(f"{100 * r[f'{k}_mean']:.1f} ± {100 * r[f'{k}_std']:.1f}" for k in ("acc1", "acc3", "acc5"))
+        lines.append(f"| {m} | {cells} | {len(r['seeds'])} | {r['total_s_mean']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_summary(summary: dict[str, Any], path: Path) -> None:
+    from augkd.distill.plots import _plt, _save
+
+    plt = _plt()
+    methods = list(summary["methods"])
+    means = [100 * summary["methods"][m]["acc1_mean"] for m in methods]
+    stds = [100 * summary["methods"][m]["acc1_std"] for m in methods]
+    fig, ax = plt.subplots(figsize=(1.1 * len(methods) + 2, 3.2))
+    ax.bar(methods, means, yerr=stds, capsize=3, color="tab:blue")
+    ax.axhline(100 * summary["teacher_source_only"]["acc1"], color="k", ls="--", lw=1, label="teacher (source only)")
+    ax.set_ylabel("test Acc@1 (%)")
+    ax.legend(fontsize=7)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    _save(fig, path)

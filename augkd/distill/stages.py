@@ -1,0 +1,374 @@
+"""The stages of every method: AuG-KD's three modules and supervised/KD training on real images.
+
+Tang et al., "AuG-KD: Anchor-Based Mixup Generation for Out-of-Domain Knowledge Distillation", ICLR 2024.
+Module 1 (data-free learning) trains G, E and S from the teacher alone; Module 2 (anchor learning)
+trains the AnchorNet in G's latent space; Module 3 (mixup learning) trains S on mixtures of anchor
+images and real student-domain images, distilled from the teacher. Where the official code departs
+from the paper, augkd follows decisions.md (teacher KD in Module 3, per-sample mask penalty, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from augkd.data import iterate_batches
+from augkd.distill.engine import RunContext, Stage, frozen_weights, set_trainable
+from augkd.distill.losses import BNStatsHook, anchor_loss, encoder_loss, generator_loss, student_kd_loss
+from augkd.distill.schedule import stage_factor, warmup_factor
+from augkd.kernels import fused_mixup, latent_mix
+
+
+def _cl(x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if ctx.cfg.train.channels_last else x
+
+
+def _mean(rows: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    if not rows:
+        return {}
+    return {k: float(torch.stack([r[k].detach().float() for r in rows]).mean()) for k in rows[0]}
+
+
+def _student_eval(ctx: RunContext) -> tuple[float, dict[str, float]]:
+    acc = ctx.student_accuracy("eval")
+    return acc["acc1"] + 1e-3 * acc["acc3"] + 1e-6 * acc["acc5"], {"eval_acc1": acc["acc1"], "eval_acc3": acc["acc3"]}
+
+
+class DataFreeStage(Stage):
+    """Module 1: one generator step, then k student + encoder steps per iteration."""
+
+    name = "module1"
+    trains = ("student", "generator", "encoder")
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__(epochs)
+        self.hook: BNStatsHook | None = None
+
+    def setup(self, ctx: RunContext) -> None:
+        c = ctx.cfg.module1
+        s, g, e = ctx.nets["student"], ctx.nets["generator"], ctx.nets["encoder"]
+        for n in self.trains:
+            set_trainable(ctx.nets[n], True)
+        self.optimizers = {
+            "generator": torch.optim.Adam(g.parameters(), lr=c.g_lr),
+            "student": torch.optim.Adam(s.parameters(), lr=c.s_lr, weight_decay=c.s_wd),
+            "encoder": torch.optim.Adam(e.parameters(), lr=c.e_lr),
+        }
+        # cosine per epoch on all three (official: E's scheduler never stepped, B8)
+        self.schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(self.epochs, 1))
+                           for k, o in self.optimizers.items()}  # fmt: skip
+        self.hook = BNStatsHook(ctx.teacher.net)
+
+    def _generator_step(self, ctx: RunContext, bsz: int) -> dict[str, torch.Tensor]:
+        c = ctx.cfg.module1
+        g, s = ctx.nets["generator"], ctx.nets["student"]
+        assert self.hook is not None
+        z = torch.randn(bsz, ctx.cfg.generator.latent_dim, device=ctx.device)
+        with ctx.autocast(), frozen_weights(s):
+            x = _cl(g(z), ctx)
+            self.hook.enabled = True
+            t = ctx.teacher(x)
+            self.hook.enabled = False
+            s_out = s(ctx.student_norm(x))
+            bn = self.hook.loss() if self.hook.layers else None
+            losses = generator_loss(t, s_out, bn, c, ctx.backend)
+        ctx.check_finite(losses, "module1 generator step")
+        opt = self.optimizers["generator"]
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        opt.step()
+        return {f"g_{k}": v.detach() for k, v in losses.items()}
+
+    def _student_steps(self, ctx: RunContext, bsz: int) -> dict[str, torch.Tensor]:
+        c = ctx.cfg.module1
+        g, s, e = ctx.nets["generator"], ctx.nets["student"], ctx.nets["encoder"]
+        k = c.student_steps
+        z_all = torch.randn(k * bsz, ctx.cfg.generator.latent_dim, device=ctx.device)
+        with torch.no_grad(), ctx.autocast():  # one generator + teacher pass feeds all k steps
+            x_all = _cl(g(z_all), ctx).float()
+            t_all = ctx.teacher(x_all).float()
+        out: list[dict[str, torch.Tensor]] = []
+        for i in range(k):
+            sl = slice(i * bsz, (i + 1) * bsz)
+            x, t, z = x_all[sl], t_all[sl], z_all[sl]
+            with ctx.autocast():
+                s_out = s(ctx.student_norm(x))
+                ls = student_kd_loss(s_out, t, None, u=0.0, tau=1.0, backend=ctx.backend)
+            ctx.check_finite({"loss": ls}, "module1 student step")
+            self.optimizers["student"].zero_grad(set_to_none=True)
+            ls.backward()
+            self.optimizers["student"].step()
+            with ctx.autocast():
+                z_hat, mu, logvar = e(x, t.argmax(dim=1))
+            le = encoder_loss(z_hat.float(), z, mu.float(), logvar.float(), c.kld_weight)
+            ctx.check_finite({"loss": le}, "module1 encoder step")
+            self.optimizers["encoder"].zero_grad(set_to_none=True)
+            le.backward()
+            self.optimizers["encoder"].step()
+            out.append({"s_kl": ls.detach(), "e_loss": le.detach()})
+        return {k2: torch.stack([o[k2] for o in out]).mean() for k2 in out[0]}
+
+    def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
+        bsz = ctx.cfg.module1.batch_size
+        rows = []
+        for _ in range(ctx.cfg.module1.iters_per_epoch):
+            row = self._generator_step(ctx, bsz)
+            row.update(self._student_steps(ctx, bsz))
+            rows.append(row)
+        for sch in self.schedulers.values():
+            sch.step()
+        return _mean(rows)
+
+    def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, float]]:
+        return _student_eval(ctx)
+
+    def finish(self, ctx: RunContext) -> None:
+        super().finish(ctx)
+        if self.hook is not None:
+            self.hook.remove()
+
+    def images(self, ctx: RunContext, out_dir: Path) -> None:
+        from augkd.distill.plots import save_grid
+
+        g = ctx.nets["generator"].eval()
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        z = torch.randn(64, ctx.cfg.generator.latent_dim, generator=gen).to(ctx.device)
+        with torch.no_grad():
+            x = g(z).float()
+            pred = ctx.teacher(x).argmax(1)
+        order = torch.argsort(pred, stable=True)
+        save_grid(x[order], out_dir / "module1_generated.png", nrow=8,
+                  title="Module 1: generated images, sorted by the teacher's class")  # fmt: skip
+
+
+class AnchorStage(Stage):
+    """Module 2: learn the class-conditioned latent anchor; only the AnchorNet is trained."""
+
+    name = "module2"
+    trains = ("anchor",)
+    higher_is_better = False
+
+    def setup(self, ctx: RunContext) -> None:
+        for n in ("generator", "encoder", "student"):
+            set_trainable(ctx.nets[n], False)
+        set_trainable(ctx.nets["anchor"], True)
+        c = ctx.cfg.module2
+        self.optimizers = {"anchor": torch.optim.Adam(ctx.nets["anchor"].parameters(), lr=c.lr)}
+        self.schedulers = {"anchor": torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["anchor"],
+                                                                                  T_max=max(self.epochs, 1))}  # fmt: skip
+
+    def _loss(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        e, g, a = ctx.nets["encoder"], ctx.nets["generator"], ctx.nets["anchor"]
+        with torch.no_grad():
+            z, _, _ = e(x, y)  # encoder in eval mode → its mean (deterministic)
+        with ctx.autocast():
+            z_a, m = a(z, y)
+            x_a = _cl(g(z_a), ctx)
+            o = ctx.teacher(x_a)
+        return anchor_loss(o, y, m, ctx.cfg.module2, ctx.backend)
+
+    def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
+        rows = []
+        d = ctx.cfg.data
+        for x, y in iterate_batches(ctx.data.train, ctx.cfg.train.batch_size, shuffle=True, generator=ctx.data_gen,
+                                    augment=d.augment, hflip=d.hflip, drop_last=True):  # fmt: skip
+            losses = self._loss(ctx, x.to(ctx.device), y.to(ctx.device))
+            ctx.check_finite(losses, "module2")
+            opt = self.optimizers["anchor"]
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            opt.step()
+            rows.append({f"a_{k}": v.detach() for k, v in losses.items()})
+        self.schedulers["anchor"].step()
+        return _mean(rows)
+
+    @torch.no_grad()
+    def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, float]]:
+        a = ctx.nets["anchor"]
+        a.eval()
+        rows = [self._loss(ctx, x.to(ctx.device), y.to(ctx.device))
+                for x, y in iterate_batches(ctx.data.eval, ctx.cfg.train.eval_batch_size, shuffle=False)]  # fmt: skip
+        a.train()
+        m = _mean(rows)
+        return m["loss"], {"eval_a_loss": m["loss"], "eval_a_energy": m["energy"], "eval_a_mask": m["mask_mean"]}
+
+    def finish(self, ctx: RunContext) -> None:
+        super().finish(ctx)
+        set_trainable(ctx.nets["anchor"], False)
+
+    @torch.no_grad()
+    def images(self, ctx: RunContext, out_dir: Path) -> None:
+        from augkd.distill.plots import save_rows
+
+        x, y = ctx.data.train.as_float()[:16].to(ctx.device), ctx.data.train.labels[:16].to(ctx.device)
+        z, _, _ = ctx.nets["encoder"](x, y)
+        z_a, _ = ctx.nets["anchor"](z, y)
+        g = ctx.nets["generator"]
+        save_rows([x, g(z).float(), g(z_a).float()], ["student image", "G(E(x))", "anchor G(A(E(x)))"],
+                  out_dir / "module2_anchors.png", title="Module 2: student images beside their anchors")  # fmt: skip
+
+
+class MixupStage(Stage):
+    """Module 3: the student learns from anchor/real mixtures at stage factor s(e), distilled from the teacher."""
+
+    name = "module3"
+    trains = ("student",)
+
+    def __init__(self, epochs: int, use_anchor: bool = True, fixed_s: float | None = None) -> None:
+        super().__init__(epochs)
+        self.use_anchor, self.fixed_s = use_anchor, fixed_s
+        self.step = 0
+
+    def s_at(self, ctx: RunContext, epoch: int) -> float:
+        if self.fixed_s is not None:
+            return self.fixed_s
+        c = ctx.cfg.module3
+        return stage_factor(epoch, self.epochs, c.a, c.b, c.schedule)
+
+    def setup(self, ctx: RunContext) -> None:
+        for n in ("generator", "encoder", "anchor"):
+            set_trainable(ctx.nets[n], False)
+        set_trainable(ctx.nets["student"], True)
+        c = ctx.cfg.module3
+        opt = torch.optim.Adam(ctx.nets["student"].parameters(), lr=c.lr, weight_decay=c.wd)
+        self.optimizers = {"student": opt}
+        # ConstantLR defaults (lr/3 for the first 5 steps), as a per-step warm-up
+        self.schedulers = {"student": torch.optim.lr_scheduler.LambdaLR(opt, lambda st: warmup_factor(st))}
+
+    @torch.no_grad()
+    def mix(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_m in [0,1], normalised x_m): z_a = A(E(x, y)), z_m = (1−s)z_a + s·z, x_m = (1−s)G(z_m) + s·x."""
+        if s >= 1.0:
+            return x, ctx.student_norm(x)
+        z, _, _ = ctx.nets["encoder"](x, y)
+        z_a = ctx.nets["anchor"](z, y)[0] if self.use_anchor else z
+        z_m = latent_mix(z_a, z, s, backend=ctx.backend)
+        with ctx.autocast():
+            g = ctx.nets["generator"](z_m)
+        g = g.float()
+        norm = ctx.student_norm
+        x_m = fused_mixup(g, x, s, backend=ctx.backend)
+        x_mn = fused_mixup(g, x, s, norm.mean.flatten(), norm.std.flatten(), backend=ctx.backend)
+        return x_m, x_mn
+
+    def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
+        c, d = ctx.cfg.module3, ctx.cfg.data
+        s_net = ctx.nets["student"]
+        s = self.s_at(ctx, epoch)
+        rows = []
+        for x, y in iterate_batches(ctx.data.train, ctx.cfg.train.batch_size, shuffle=True, generator=ctx.data_gen,
+                                    augment=d.augment, hflip=d.hflip):  # fmt: skip
+            x, y = x.to(ctx.device), y.to(ctx.device)
+            x_m, x_mn = self.mix(ctx, x, y, s)
+            if c.mixed_only:
+                inputs, raw, labels = x_mn, x_m, y
+            else:
+                real = ctx.student_norm(x) if c.normalize_real else x
+                inputs, raw, labels = torch.cat([real, x_mn]), torch.cat([x, x_m]), torch.cat([y, y])
+            inputs = _cl(inputs, ctx)
+            with ctx.autocast():
+                q = s_net(inputs)
+                if c.kd_target == "teacher":
+                    with torch.no_grad():
+                        t = ctx.teacher(_cl(raw, ctx))
+                else:  # official code (B1): the student itself, a second stochastic pass
+                    t = s_net(inputs)
+            loss = student_kd_loss(q, t, labels, c.u, c.tau, ctx.backend)
+            ctx.check_finite({"loss": loss}, "module3")
+            opt = self.optimizers["student"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.schedulers["student"].step()
+            rows.append({"m3_loss": loss.detach()})
+        out = _mean(rows)
+        out["s"] = s
+        return out
+
+    def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, float]]:
+        return _student_eval(ctx)
+
+    @torch.no_grad()
+    def images(self, ctx: RunContext, out_dir: Path) -> None:
+        from augkd.distill.plots import save_rows
+
+        x, y = ctx.data.train.as_float()[:12].to(ctx.device), ctx.data.train.labels[:12].to(ctx.device)
+        values = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+        rows = [self.mix(ctx, x, y, s)[0] for s in values]
+        save_rows(rows, [f"s={s:.1f}" for s in values], out_dir / "module3_mixup.png",
+                  title="Module 3: mixup images as the stage factor s grows")  # fmt: skip
+
+
+class SupervisedStage(Stage):
+    """Training on real student-domain images: CE only (``scratch``) or teacher KD (``kd``, ``dfkd-ft``)."""
+
+    name = "supervised"
+    trains = ("student",)
+
+    def __init__(self, epochs: int, use_teacher: bool, name: str = "supervised") -> None:
+        super().__init__(epochs)
+        self.use_teacher = use_teacher
+        self.name = name
+
+    def setup(self, ctx: RunContext) -> None:
+        set_trainable(ctx.nets["student"], True)
+        c = ctx.cfg.kd
+        opt = torch.optim.Adam(ctx.nets["student"].parameters(), lr=c.lr, weight_decay=c.wd)
+        self.optimizers = {"student": opt}
+        self.schedulers = {"student": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.epochs, 1))}
+
+    def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
+        c, d = ctx.cfg.kd, ctx.cfg.data
+        s_net = ctx.nets["student"]
+        rows = []
+        for x, y in iterate_batches(ctx.data.train, ctx.cfg.train.batch_size, shuffle=True, generator=ctx.data_gen,
+                                    augment=d.augment, hflip=d.hflip):  # fmt: skip
+            x, y = x.to(ctx.device), y.to(ctx.device)
+            with ctx.autocast():
+                q = s_net(_cl(ctx.student_norm(x), ctx))
+                if self.use_teacher and c.u < 1.0:
+                    with torch.no_grad():
+                        t = ctx.teacher(_cl(x, ctx))
+                    loss = student_kd_loss(q, t, y, c.u, c.tau, ctx.backend)
+                else:
+                    loss = F.cross_entropy(q.float(), y)
+            ctx.check_finite({"loss": loss}, self.name)
+            opt = self.optimizers["student"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            rows.append({"loss": loss.detach()})
+        self.schedulers["student"].step()
+        return _mean(rows)
+
+    def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, float]]:
+        return _student_eval(ctx)
+
+
+def build_stages(ctx_cfg: "DistillConfig") -> list[Stage]:  # noqa: F821
+    """The stage list of each method (decisions.md): one engine, methods are configs."""
+    c = ctx_cfg
+    m1 = DataFreeStage(c.module1.epochs)
+    method = c.method
+    if method == "scratch":
+        return [SupervisedStage(c.kd.epochs, use_teacher=False, name="scratch")]
+    if method == "kd":
+        return [SupervisedStage(c.kd.epochs, use_teacher=True, name="kd")]
+    if method == "dfkd":
+        return [m1]
+    if method == "dfkd-ft":
+        return [m1, SupervisedStage(c.kd.epochs, use_teacher=True, name="finetune")]
+    if method == "augkd":
+        return [m1, AnchorStage(c.module2.epochs), MixupStage(c.module3.epochs)]
+    if method == "augkd-no-anchor":
+        return [m1, MixupStage(c.module3.epochs, use_anchor=False)]
+    if method == "augkd-no-mixup":  # s = 1 from the first epoch: no anchor or generated images are used
+        return [m1, MixupStage(c.module3.epochs, fixed_s=1.0)]
+    raise ValueError(f"unknown method {method!r}")
+
+
+def needs_generative(method: str) -> bool:
+    return method not in ("scratch", "kd")
+
