@@ -58,9 +58,11 @@ def print_table(rows: list[dict[str, Any]], title: str | None = None, columns: l
 
 
 def _fmt(v: Any) -> str:
+    from rich.markup import escape
+
     if isinstance(v, float):
         return f"{v:.4g}"
-    return "" if v is None else str(v)
+    return "" if v is None else escape(str(v))
 
 
 def print_user_error(exc: BaseException) -> None:

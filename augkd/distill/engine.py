@@ -66,8 +66,10 @@ class RunContext:
     on_epoch_end: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
 
     @property
-    def backend(self) -> str:
-        return self.cfg.kernels.backend
+    def backend(self) -> str | None:
+        """The configured kernel backend; None for "auto" so AUGKD_KERNEL_BACKEND can still choose."""
+        b = self.cfg.kernels.backend
+        return None if b == "auto" else b
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast when the run uses bf16, else a no-op."""

@@ -1,0 +1,145 @@
+"""``augkd distill``, ``augkd compare``, ``augkd teacher`` and ``augkd eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from augkd.cli._options import ConfigOpt, JsonOpt, OutOpt, QuietOpt, SetOpt, VerboseOpt
+from augkd.cli._util import cli_errors, print_json, print_table, setup_logging, show_progress
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _result_rows(res: dict) -> list[dict]:
+    return [{"metric": k, "student": res["test"][k], "teacher (source only)": res["teacher_test"][k]}
+            for k in ("acc1", "acc3", "acc5")]  # fmt: skip
+
+
+@cli_errors
+def distill_cmd(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    out: OutOpt = None,
+    method: Annotated[Optional[str], typer.Option("--method", "-m", help="augkd, scratch, kd, dfkd, dfkd-ft, augkd-no-anchor, augkd-no-mixup.")] = None,  # noqa: E501, UP045
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2,3,4 (one run each).")] = None,  # noqa: E501, UP045
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory.", file_okay=False)] = None,  # noqa: E501, UP045
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Distil the teacher into a student on the student-domain data (default: the AuG-KD method)."""
+    setup_logging(verbose, quiet)
+    from augkd.config import load_config
+    from augkd.distill import compare, distill
+
+    extra = list(overrides or []) + ([f"method={method}"] if method else [])
+    if resume is not None:
+        res = distill(load_config(None), resume, resume=True, progress=show_progress(quiet)).to_dict()
+        _report(res, json_out)
+        return
+    cfg = load_config(config, extra)
+    seed_list = _seeds(seeds)
+    out_dir = out or Path("runs") / cfg.method
+    if seed_list:
+        summary = compare(cfg, [cfg.method], seed_list, out_dir, progress=show_progress(quiet))
+        _report_summary(summary, out_dir, json_out)
+        return
+    res = distill(cfg, out_dir, progress=show_progress(quiet)).to_dict()
+    _report(res, json_out)
+
+
+def _report(res: dict, json_out: bool) -> None:
+    if json_out:
+        print_json(res)
+    else:
+        print_table(_result_rows(res), title=f"{res['method']} (seed {res['seed']}): test split of {res['run_dir']}")
+        typer.echo(f"student: {res['student_path']}")
+
+
+def _report_summary(summary: dict, out_dir: Path, json_out: bool) -> None:
+    if json_out:
+        print_json(summary)
+        return
+    from augkd.distill.pipeline import summary_markdown
+
+    typer.echo(summary_markdown(summary))
+    typer.echo(f"summary: {out_dir / 'summary.json'}")
+
+
+@cli_errors
+def compare_cmd(
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")] = "scratch,kd,dfkd,dfkd-ft,augkd,augkd-no-anchor,augkd-no-mixup",  # noqa: E501
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds.")] = "0,1,2,3,4",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    out: OutOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run methods × seeds on the same split and write summary.json, summary.md and a bar chart."""
+    setup_logging(verbose, quiet)
+    from augkd.config import load_config
+    from augkd.distill import compare
+
+    cfg = load_config(config, list(overrides or []))
+    out_dir = out or Path("runs") / "compare"
+    summary = compare(cfg, [m.strip() for m in methods.split(",") if m.strip()], _seeds(seeds) or [0], out_dir,
+                      progress=show_progress(quiet), resume=True)  # fmt: skip
+    _report_summary(summary, out_dir, json_out)
+
+
+@cli_errors
+def teacher_cmd(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    out: OutOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train a teacher on a teacher-domain dataset (writes teacher.safetensors + JSON sidecar)."""
+    setup_logging(verbose, quiet)
+    from augkd.config import TeacherTrainConfig, load_config
+    from augkd.teacher import train_teacher
+
+    cfg = load_config(config, list(overrides or []), model=TeacherTrainConfig)
+    res = train_teacher(cfg, out or Path("runs") / "teacher")
+    if json_out:
+        print_json(res)
+    else:
+        typer.echo(f"teacher: {res['teacher']} (best epoch {res['best_epoch']}, eval acc@1 {res['eval_acc1']:.4f})")
+
+
+@cli_errors
+def eval_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="Run directory, .safetensors/.pt checkpoint, or built-in teacher name.")],  # noqa: E501
+    data: Annotated[Optional[str], typer.Option("--data", help="Dataset (built-in name or folder); default: the checkpoint's own.")] = None,  # noqa: E501, UP045
+    split: Annotated[str, typer.Option("--split", help="train, eval, test or all.")] = "test",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Top-1/3/5 accuracy of any checkpoint on a dataset split."""
+    setup_logging(verbose, True)
+    from augkd.evaluation_cli import evaluate_checkpoint
+
+    if split not in ("train", "eval", "test", "all"):
+        raise typer.BadParameter(f"--split must be train, eval, test or all, got {split!r}")
+    res = evaluate_checkpoint(checkpoint, data, split, config, list(overrides or []))
+    if json_out:
+        print_json(res)
+    else:
+        print_table([{"split": split, "n": int(res["n"]), "acc1": res["acc1"], "acc3": res["acc3"], "acc5": res["acc5"]}],
+                    title=f"{res['arch']} on {res['dataset']}")  # fmt: skip
