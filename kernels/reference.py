@@ -118,7 +118,7 @@ def uncertainty_torch(logits: torch.Tensor, tau: float = 1.0) -> Uncertainty:
 
         lse      = logsumexp(z)
         energy   = -τ · lse
-        entropy  = -Σ_j p_j log p_j            (nats; log p = z - lse, so rows with p_j = 0 add 0)
+        entropy  = -Σ_j p_j log p_j            (nats; log p = log_softmax(z), so entries with p_j = 0 add 0)
         argmax   = first j with z_j = max z
         max_prob = p[argmax] = exp(max z - lse)
 
@@ -135,7 +135,7 @@ def uncertainty_torch(logits: torch.Tensor, tau: float = 1.0) -> Uncertainty:
     """
     z = logits.float() / tau
     lse = torch.logsumexp(z, dim=-1)
-    log_p = z - lse.unsqueeze(-1)
+    log_p = F.log_softmax(z, dim=-1)  # shifts by the row max: exact for logits of ±1e4, unlike z - lse
     p = log_p.exp()
     entropy = -(p * log_p).sum(dim=-1)
     argmax = torch.argmax(z, dim=-1)
