@@ -97,7 +97,7 @@ def distill(
         nets["anchor"] = create_model("augkd_anchor", nc, latent_dim=g.latent_dim, mask=mask)
     for name, net in nets.items():
         net.to(device)
-        if cfg.train.channels_last and name in ("student", "generator"):
+        if cfg.train.channels_last and name in ("student", "generator", "encoder"):
             net.to(memory_format=torch.channels_last)
     if cfg.train.channels_last:
         teacher.to(memory_format=torch.channels_last)

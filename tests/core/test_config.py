@@ -1,0 +1,55 @@
+import pytest
+
+from augkd.config import DistillConfig, TeacherTrainConfig, dump_config, load_config, parse_override
+from augkd.errors import ConfigError
+
+
+def test_config_defaults_and_overrides():
+    cfg = load_config(None, ["module3.epochs=7", "train.seed=3", "data.split=[0.6,0.2,0.2]", "method=kd"])
+    assert cfg.module3.epochs == 7 and cfg.train.seed == 3 and cfg.method == "kd"
+    assert cfg.data.split == (0.6, 0.2, 0.2)
+    assert cfg.module1.iters_per_epoch == 200  # default untouched
+
+
+def test_config_yaml_round_trip(tmp_path):
+    cfg = load_config("configs/svhn-mnist.yaml", ["module2.invariant=0.3"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(cfg))
+    again = load_config(path)
+    assert again == cfg
+
+
+@pytest.mark.parametrize("preset", ["smoke", "svhn-mnist", "svhn-mnist-10shot", "paper-office31"])
+def test_presets_load(preset):
+    cfg = load_config(f"configs/{preset}.yaml")
+    assert isinstance(cfg, DistillConfig)
+
+
+def test_teacher_preset_loads():
+    assert load_config("configs/teacher-office31.yaml", model=TeacherTrainConfig).model.arch == "resnet34"
+
+
+def test_unknown_key_suggests_close_match():
+    with pytest.raises(ConfigError, match=r"unknown config key 'module3\.epoch'.*did you mean 'module3\.epochs'"):
+        load_config(None, ["module3.epoch=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'modul3'"):
+        load_config(None, ["modul3.epochs=3"])
+
+
+def test_bad_values_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="module3.epochs"):
+        load_config(None, ["module3.epochs=-1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override("module3.epochs")
+    with pytest.raises(ConfigError, match="method"):
+        load_config(None, ["method=nope"])
+    with pytest.raises(ConfigError, match="sum"):
+        load_config(None, ["data.split=[0.5,0.1,0.1]"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="version"):
+        load_config(None, ["version=99"])

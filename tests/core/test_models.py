@@ -1,0 +1,116 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from augkd.checkpoint import ModelMeta, load_model, save_model
+from augkd.errors import ConfigError, InputError
+from augkd.models import create_model, list_models
+from augkd.models.generative import AnchorNet, Encoder, Generator
+
+
+def _n(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "efficientnet_b0", "cnn_small"])
+def test_registry_builds_classifiers(arch):
+    m = create_model(arch, num_classes=7).eval()
+    assert m(torch.rand(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_registry_lists_and_rejects_unknown():
+    names = list_models()
+    assert {"ccexam-svhn", "mobilenet_v3_large", "resnet34", "resnet50", "augkd_generator"} <= set(names)
+    assert list_models("resnet*") == ["resnet18", "resnet34", "resnet50"]
+    with pytest.raises(ConfigError, match="unknown architecture 'resnet_34'.*did you mean 'resnet34'"):
+        create_model("resnet_34")
+    with pytest.raises(ConfigError, match="10 classes"):
+        create_model("ccexam-svhn", num_classes=31)
+
+
+def test_mobilenet_width_mult():
+    assert _n(create_model("mobilenet_v3_small", 10, width_mult=0.5)) < _n(create_model("mobilenet_v3_small", 10))
+
+
+def test_ccexam_teacher_is_pretrained():
+    from augkd.data import load_dataset
+    from augkd.evaluate import FrozenTeacher, accuracy
+
+    net, meta = load_model("ccexam-svhn")
+    assert _n(net) == 815018 and meta.input_size == 32
+    t = FrozenTeacher(net, meta.mean, meta.std, meta.input_size)
+    ds = load_dataset("digits", 32)
+    acc = accuracy(t, ds.subset(list(range(400))), 400)
+    assert acc["acc1"] > 0.4  # real SVHN weights transfer to digits far above chance (0.1)
+
+
+def test_generative_parameter_counts_match_official():
+    assert _n(Generator(100, 32, 256)) == 2026051
+    assert _n(Encoder(31, 100, 32, 64)) == 3681884
+    assert _n(AnchorNet(31, 100)) == 74052
+
+
+@pytest.mark.parametrize("size", [28, 32, 64, 224])
+def test_generator_encoder_shapes_and_ranges(size):
+    g, e = Generator(16, size, 32), Encoder(10, 16, size, 8)
+    x = g(torch.randn(3, 16))
+    assert x.shape == (3, 3, size, size) and x.min() >= 0 and x.max() <= 1
+    z, mu, logvar = e(x, torch.tensor([0, 1, 2]))
+    assert z.shape == mu.shape == (3, 16) and logvar.min() >= -5 and logvar.max() <= 3
+    e.eval()
+    assert torch.equal(e(x, torch.tensor([0, 1, 2]))[0], e(x, torch.tensor([0, 1, 2]))[0])  # eval → μ
+
+
+def test_anchor_mask_range_and_class_dependence():
+    a = AnchorNet(5, 12)
+    y = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    z = torch.randn(8, 12)
+    z_a, m = a(z, y)
+    assert z_a.shape == z.shape and (m >= 0).all() and (m <= 1).all()
+    a.eval()
+    _, m1 = a(torch.randn(8, 12), y)
+    _, m2 = a(torch.randn(8, 12), y)
+    assert torch.equal(m1, m2) and torch.equal(m1[0], m1[5])  # depends on y only
+    off = AnchorNet(5, 12, mask="official").eval()
+    assert off(z, y)[1].max() < 1 / 3
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m = create_model("cnn_small", 4, width=8).eval()
+    meta = ModelMeta(arch="cnn_small", num_classes=4, model_kwargs={"width": 8}, class_names=list("abcd"))
+    p = save_model(m, tmp_path / "s.safetensors", meta)
+    assert p.with_suffix(".json").is_file()
+    m2, meta2 = load_model(p)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(m(x), m2(x)) and meta2.class_names == list("abcd")
+    torch.save(m.state_dict(), tmp_path / "plain.pt")
+    m3, _ = load_model(tmp_path / "plain.pt", arch="cnn_small", num_classes=4, width=8)
+    assert torch.equal(m(x), m3(x))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned_by_pickle",))
+
+
+def test_malicious_pickle_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open(tmp_path / "evil.pt", "wb") as fh:
+        pickle.dump({"w": _Evil()}, fh)
+    with pytest.raises(InputError, match="refusing to load"):
+        load_model(tmp_path / "evil.pt", arch="cnn_tiny", num_classes=10)
+    assert not (tmp_path / "pwned_by_pickle").exists()
+
+
+def test_corrupt_and_missing_checkpoints(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_model(tmp_path / "nope.safetensors")
+    (tmp_path / "c.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(InputError, match="not a readable safetensors"):
+        load_model(tmp_path / "c.safetensors")
+    m = create_model("cnn_tiny", 10)
+    p = save_model(m, tmp_path / "w.safetensors", ModelMeta(arch="cnn_small", num_classes=10))
+    with pytest.raises(InputError, match="do not fit architecture"):
+        load_model(p)
