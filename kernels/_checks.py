@@ -46,10 +46,11 @@ def check_nonempty(name: str, t: torch.Tensor) -> None:
         raise InputError(f"{name} must not be empty, got shape {tuple(t.shape)}")
 
 
-def per_sample(name: str, value: ScalarOrTensor, batch: int, device: torch.device) -> torch.Tensor:
-    """Turn a Python number, a 0-d tensor or a [B] tensor into a detached float32 tensor on ``device``.
+def per_sample(name: str, value: ScalarOrTensor, batch: int, device: torch.device) -> float | torch.Tensor:
+    """Check a per-sample factor: a Python number stays a float; a 0-d or [B] tensor becomes detached float32.
 
-    The result has shape [] (one value for all samples) or [B]; kernels read it with stride 0 or 1.
+    A float goes to the kernels as a scalar argument (no host-to-device copy per call); a tensor has shape []
+    (one value for all samples) or [B], read with stride 0 or 1.
 
     Raises:
         InputError: ``value`` has another shape or type, or is not finite (Python numbers only).
@@ -59,7 +60,7 @@ def per_sample(name: str, value: ScalarOrTensor, batch: int, device: torch.devic
     if not isinstance(value, torch.Tensor):
         if not math.isfinite(value):
             raise InputError(f"{name} must be finite, got {value}")
-        return torch.tensor(float(value), dtype=torch.float32, device=device)
+        return float(value)
     if value.dim() == 0:
         pass
     elif value.dim() == 1 and value.shape[0] == batch:
@@ -149,8 +150,8 @@ def prepare_kd_args(
     u: ScalarOrTensor,
     tau: object,
     reduction: object,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, float, str]:
-    """Validate the arguments of ``kd_loss``; returns them with ``u`` as a float32 [] or [B] tensor.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float | torch.Tensor, float, str]:
+    """Validate the arguments of ``kd_loss``; returns them with ``u`` as a float or a float32 [] / [B] tensor.
 
     Raises:
         InputError: any bad argument, including a non-zero ``u`` without ``target`` (checked on the device
@@ -162,8 +163,8 @@ def prepare_kd_args(
     tau_f = check_tau(tau)
     red = check_reduction(reduction)
     uv = per_sample("u", u, n_rows, s.device)
-    if y is None and bool((uv != 0).any()):
-        shown = u if not isinstance(u, torch.Tensor) else f"a tensor with non-zero values {u.flatten()[:4].tolist()}"
+    if y is None and (bool((uv != 0).any()) if isinstance(uv, torch.Tensor) else uv != 0):
+        shown = uv if not isinstance(uv, torch.Tensor) else f"a tensor starting {uv.flatten()[:4].tolist()}"
         raise InputError(f"u must be 0 when target is None (pure KD, no CE term), got u={shown}")
     return s, t, y, uv, tau_f, red
 
@@ -177,8 +178,8 @@ def prepare_uncertainty_args(logits: object, tau: object) -> tuple[torch.Tensor,
 
 def prepare_mix_args(
     name_a: str, a: object, name_b: str, b: object, s: ScalarOrTensor, ndim: int, layout: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate a pair of tensors to mix and the factor ``s``; returns ``s`` as a float32 [] or [B] tensor."""
+) -> tuple[torch.Tensor, torch.Tensor, float | torch.Tensor]:
+    """Validate a pair of tensors to mix and the factor ``s``; returns ``s`` as a float or a float32 tensor."""
     ta = check_tensor(name_a, a, ndim, layout)
     tb = check_tensor(name_b, b, ndim, layout)
     check_same(name_a, ta, name_b, tb)

@@ -33,9 +33,11 @@ __all__ = [
 ]
 
 
-def _per_sample(value: float | torch.Tensor, like: torch.Tensor, ndim: int) -> torch.Tensor:
-    """A detached float32 tensor that broadcasts per sample against a rank-``ndim`` tensor."""
-    v = torch.as_tensor(value, dtype=torch.float32, device=like.device).detach()
+def _per_sample(value: float | torch.Tensor, like: torch.Tensor, ndim: int) -> float | torch.Tensor:
+    """A float, or a detached float32 tensor that broadcasts per sample against a rank-``ndim`` tensor."""
+    if not isinstance(value, torch.Tensor):
+        return float(value)
+    v = value.detach().to(device=like.device, dtype=torch.float32)
     if v.dim() == 1:
         v = v.reshape((-1,) + (1,) * (ndim - 1))
     return v

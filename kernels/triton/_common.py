@@ -77,6 +77,12 @@ def check_device(name: str, *tensors) -> None:
         )
 
 
-def stride0(t) -> int:
-    """Stride to read a per-sample value: 0 for a 0-d tensor (broadcast), 1 for a [B] tensor."""
-    return 0 if t.dim() == 0 else 1
+def scalar_args(value, dummy) -> tuple[object, int, float, bool]:
+    """Kernel arguments ``(ptr, stride, value, IS_TENSOR)`` for a per-sample factor (a float or a [] / [B] tensor).
+
+    A float is passed by value (``ptr`` is an unused dummy tensor); a 0-d tensor is read with stride 0 and a
+    [B] tensor with stride 1.
+    """
+    if isinstance(value, float):
+        return dummy, 0, value, False
+    return value, (0 if value.dim() == 0 else 1), 0.0, True

@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from .._checks import channel_stats, prepare_mix_args
-from ._common import check_device, elementwise_settings, stride0
+from ._common import check_device, elementwise_settings, scalar_args
 
 _MAX_GRID_Y = 65535
 
@@ -33,23 +33,26 @@ def _fused_mixup_fwd_kernel(
     gen_ptr,  # [B, C, N] generated images (N = H * W), any float dtype
     real_ptr,  # [B, C, N] real images, any float dtype
     out_ptr,  # [B, C, N] output, promoted dtype
-    s_ptr,  # [] or [B] float32 mixing factor
+    s_ptr,  # [] or [B] float32 mixing factor (unused without S_IS_TENSOR)
     s_stride,  # 0 (one s for all samples) or 1 (one per sample)
+    s_value,  # the mixing factor when it is a Python float
     mean_ptr,  # [C] float32 channel means (unused without HAS_NORM)
     std_ptr,  # [C] float32 channel standard deviations (unused without HAS_NORM)
     n_channels,
     n_inner,
+    S_IS_TENSOR: tl.constexpr,
     HAS_NORM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
 ):
     plane = tl.program_id(0).to(tl.int64)  # b * C + c
     block = tl.program_id(1).to(tl.int64)
-    b = plane // n_channels
     offs = block * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     mask = offs < n_inner
     base = plane * n_inner
 
-    s = tl.load(s_ptr + b * s_stride)
+    s = s_value
+    if S_IS_TENSOR:
+        s = tl.load(s_ptr + (plane // n_channels) * s_stride)
     x_gen = tl.load(gen_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
     x_real = tl.load(real_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
     x = (1.0 - s) * x_gen + s * x_real
@@ -64,11 +67,13 @@ def _fused_mixup_bwd_kernel(
     grad_out_ptr,  # [B, C, N] upstream gradient, promoted dtype
     grad_gen_ptr,  # [B, C, N] gradient for x_gen, x_gen's dtype (unused without NEED_GEN)
     grad_real_ptr,  # [B, C, N] gradient for x_real, x_real's dtype (unused without NEED_REAL)
-    s_ptr,  # [] or [B] float32 mixing factor
+    s_ptr,  # [] or [B] float32 mixing factor (unused without S_IS_TENSOR)
     s_stride,  # 0 or 1
+    s_value,  # the mixing factor when it is a Python float
     std_ptr,  # [C] float32 (unused without HAS_NORM)
     n_channels,
     n_inner,
+    S_IS_TENSOR: tl.constexpr,
     HAS_NORM: tl.constexpr,
     NEED_GEN: tl.constexpr,
     NEED_REAL: tl.constexpr,
@@ -76,12 +81,13 @@ def _fused_mixup_bwd_kernel(
 ):
     plane = tl.program_id(0).to(tl.int64)
     block = tl.program_id(1).to(tl.int64)
-    b = plane // n_channels
     offs = block * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     mask = offs < n_inner
     base = plane * n_inner
 
-    s = tl.load(s_ptr + b * s_stride)
+    s = s_value
+    if S_IS_TENSOR:
+        s = tl.load(s_ptr + (plane // n_channels) * s_stride)
     g = tl.load(grad_out_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_NORM:
         g = g / tl.load(std_ptr + plane % n_channels)
@@ -101,7 +107,7 @@ def _grid(n_planes: int, n_inner: int) -> tuple[tuple[int, int], int, int]:
 class FusedMixupFunction(torch.autograd.Function):
     """Autograd wrapper of the mixup kernels, for [B, C, H, W] images or [B, L] latents (C = 1).
 
-    Saved for backward: ``s`` (float32, [] or [B]) and ``std`` ([C], or nothing). The images are not
+    Saved for backward: ``s`` (a float, or a float32 [] / [B] tensor) and ``std`` ([C], or nothing). The images are not
     saved: the gradient depends only on ``grad_out``, ``s`` and ``std``.
     """
 
@@ -115,18 +121,20 @@ class FusedMixupFunction(torch.autograd.Function):
         has_norm = mean is not None
         if out.numel() > 0:
             grid, block, num_warps = _grid(batch * channels, n_inner)
+            s_ptr, s_stride, s_value, s_is_tensor = scalar_args(s, out)
             _fused_mixup_fwd_kernel[grid](
-                x_gen, x_real, out, s, stride0(s), mean if has_norm else s, std if has_norm else s,
-                channels, n_inner, HAS_NORM=has_norm, BLOCK_SIZE=block, num_warps=num_warps,
+                x_gen, x_real, out, s_ptr, s_stride, s_value, mean if has_norm else out, std if has_norm else out,
+                channels, n_inner, S_IS_TENSOR=s_is_tensor, HAS_NORM=has_norm, BLOCK_SIZE=block, num_warps=num_warps,
             )  # fmt: skip
-        ctx.save_for_backward(s, std if has_norm else None)
-        ctx.meta = (x_gen.dtype, x_real.dtype, channels, n_inner)
+        s_tensor = s if isinstance(s, torch.Tensor) else None
+        ctx.save_for_backward(s_tensor, std if has_norm else None)
+        ctx.meta = (x_gen.dtype, x_real.dtype, channels, n_inner, None if s_tensor is not None else s)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        s, std = ctx.saved_tensors
-        gen_dtype, real_dtype, channels, n_inner = ctx.meta
+        s_tensor, std = ctx.saved_tensors
+        gen_dtype, real_dtype, channels, n_inner, s_float = ctx.meta
         need_gen, need_real = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if grad_out is None or not (need_gen or need_real):
             return None, None, None, None, None
@@ -135,10 +143,11 @@ class FusedMixupFunction(torch.autograd.Function):
         grad_real = torch.empty(grad_out.shape, dtype=real_dtype, device=grad_out.device) if need_real else None
         if grad_out.numel() > 0:
             grid, block, num_warps = _grid(grad_out.shape[0] * channels, n_inner)
+            s_ptr, s_stride, s_value, s_is_tensor = scalar_args(s_tensor if s_tensor is not None else s_float, grad_out)
             _fused_mixup_bwd_kernel[grid](
                 grad_out, grad_gen if need_gen else grad_out, grad_real if need_real else grad_out,
-                s, stride0(s), std if std is not None else s, channels, n_inner,
-                HAS_NORM=std is not None, NEED_GEN=need_gen, NEED_REAL=need_real,
+                s_ptr, s_stride, s_value, std if std is not None else grad_out, channels, n_inner,
+                S_IS_TENSOR=s_is_tensor, HAS_NORM=std is not None, NEED_GEN=need_gen, NEED_REAL=need_real,
                 BLOCK_SIZE=block, num_warps=num_warps,
             )  # fmt: skip
         return grad_gen, grad_real, None, None, None
@@ -176,6 +185,6 @@ def latent_mix_triton(z_a: torch.Tensor, z: torch.Tensor, s: float | torch.Tenso
     return FusedMixupFunction.apply(z_a, z, sv, None, None)
 
 
-def mixup_launch(a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, mean=None, std=None) -> torch.Tensor:
+def mixup_launch(a: torch.Tensor, b: torch.Tensor, s: float | torch.Tensor, mean=None, std=None) -> torch.Tensor:
     """Run the kernels on arguments already checked (``prepare_mix_args`` / ``channel_stats``)."""
     return FusedMixupFunction.apply(a, b, s, mean, std)

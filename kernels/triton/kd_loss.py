@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 
 from .._checks import prepare_kd_args
-from ._common import NEG_LARGE, check_device, row_settings, stride0
+from ._common import NEG_LARGE, check_device, row_settings, scalar_args
 
 # Rows of the [7, B] statistics buffer saved for backward.
 _N_STATS = 7  # m1, log S1 (student, T = 1); m_b, log S_b (student, τ); m_a, log S_a (teacher, τ); KL
@@ -60,8 +60,9 @@ def _kd_loss_fwd_kernel(
     s_ptr,  # [B, C] student logits, any float dtype, row stride s_row_stride
     t_ptr,  # [B, C] teacher logits, any float dtype, row stride t_row_stride
     y_ptr,  # [B] int64 targets (unused without HAS_TARGET)
-    u_ptr,  # [] or [B] float32 CE weight u
+    u_ptr,  # [] or [B] float32 CE weight u (unused without U_IS_TENSOR)
     u_stride,  # 0 (shared u) or 1 (per sample)
+    u_value,  # the CE weight when it is a Python float
     loss_ptr,  # [B] float32 out: per-row loss
     stats_ptr,  # [7, B] float32 out: m1, logS1, m_b, logS_b, m_a, logS_a, KL (saved for backward)
     n_rows,
@@ -70,6 +71,7 @@ def _kd_loss_fwd_kernel(
     t_row_stride,
     tau,
     nan,  # float('nan'), the loss of a row whose target is out of range
+    U_IS_TENSOR: tl.constexpr,
     HAS_TARGET: tl.constexpr,
     NEG: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -83,7 +85,9 @@ def _kd_loss_fwd_kernel(
 
     s = tl.load(s_ptr + rows[:, None] * s_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     t = tl.load(t_ptr + rows[:, None] * t_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(u_ptr + rows * u_stride, mask=row_mask, other=0.0)
+    u = tl.zeros([BLOCK_B], dtype=tl.float32) + u_value
+    if U_IS_TENSOR:
+        u = tl.load(u_ptr + rows * u_stride, mask=row_mask, other=0.0)
 
     d_b, e_b, m_b, log_sb, _sb = _row_softmax_stats(s / tau, mask, row_mask, NEG)
     d_a, e_a, m_a, log_sa, s_a = _row_softmax_stats(t / tau, mask, row_mask, NEG)
@@ -114,8 +118,9 @@ def _kd_loss_bwd_kernel(
     s_ptr,  # [B, C] student logits, row stride s_row_stride
     t_ptr,  # [B, C] teacher logits, row stride t_row_stride
     y_ptr,  # [B] int64 targets (unused without HAS_TARGET)
-    u_ptr,  # [] or [B] float32 CE weight
+    u_ptr,  # [] or [B] float32 CE weight (unused without U_IS_TENSOR)
     u_stride,
+    u_value,  # the CE weight when it is a Python float
     stats_ptr,  # [7, B] float32 statistics from the forward
     grad_loss_ptr,  # [] or [B] float32 upstream gradient of the loss
     grad_loss_stride,  # 0 (scalar loss or broadcast) or the [B] gradient's stride
@@ -128,6 +133,7 @@ def _kd_loss_bwd_kernel(
     t_row_stride,
     tau,
     nan,  # float('nan'), the gradient of a row whose target is out of range
+    U_IS_TENSOR: tl.constexpr,
     HAS_TARGET: tl.constexpr,
     NEED_STUDENT: tl.constexpr,
     NEED_TEACHER: tl.constexpr,
@@ -144,7 +150,9 @@ def _kd_loss_bwd_kernel(
 
     s = tl.load(s_ptr + rows[:, None] * s_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     t = tl.load(t_ptr + rows[:, None] * t_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(u_ptr + rows * u_stride, mask=row_mask, other=0.0)
+    u = tl.zeros([BLOCK_B], dtype=tl.float32) + u_value
+    if U_IS_TENSOR:
+        u = tl.load(u_ptr + rows * u_stride, mask=row_mask, other=0.0)
     w = tl.load(grad_loss_ptr + rows * grad_loss_stride, mask=row_mask, other=0.0) * grad_scale
     m_b = tl.load(stats_ptr + 2 * n_rows + rows, mask=row_mask, other=0.0)
     log_sb = tl.load(stats_ptr + 3 * n_rows + rows, mask=row_mask, other=0.0)
@@ -178,9 +186,9 @@ class KDLossFunction(torch.autograd.Function):
     """Autograd wrapper of the KD-loss kernels.
 
     Saved for backward: the student and teacher logits (references to the inputs, no copy when they are
-    row-contiguous), the target and ``u`` (when given), and a float32 [7, B] buffer of per-row statistics
-    (row maxima and log-normalisers of the three softmaxes, and KL). The backward recomputes the
-    probabilities from these, so no [B, C] tensor is kept. The teacher gradient is computed only when
+    row-contiguous), the target (when given), ``u`` (a float in ``ctx``, or its tensor), and a float32 [7, B]
+    buffer of per-row statistics (row maxima and log-normalisers of the three softmaxes, and KL). The backward
+    recomputes the probabilities from these, so no [B, C] tensor is kept. The teacher gradient is computed only when
     ``teacher.requires_grad``; the student gradient only when ``student.requires_grad``.
     """
 
@@ -193,13 +201,15 @@ class KDLossFunction(torch.autograd.Function):
         stats = torch.empty(_N_STATS, n_rows, dtype=torch.float32, device=s.device)
         block_b, block_c, num_warps = row_settings(n_rows, n_cols)
         has_target = target is not None
+        u_ptr, u_stride, u_value, u_is_tensor = scalar_args(u, stats)
         _kd_loss_fwd_kernel[(triton.cdiv(n_rows, block_b),)](
-            s, t, target if has_target else u, u, stride0(u), loss, stats, n_rows, n_cols,
-            s.stride(0), t.stride(0), tau, float("nan"),
+            s, t, target if has_target else stats, u_ptr, u_stride, u_value, loss, stats, n_rows, n_cols,
+            s.stride(0), t.stride(0), tau, float("nan"), U_IS_TENSOR=u_is_tensor,
             HAS_TARGET=has_target, NEG=NEG_LARGE, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
         )  # fmt: skip
-        ctx.save_for_backward(s, t, target, u, stats)
-        ctx.tau, ctx.reduction = tau, reduction
+        u_tensor = u if u_is_tensor else None
+        ctx.save_for_backward(s, t, target, u_tensor, stats)
+        ctx.tau, ctx.reduction, ctx.u_float = tau, reduction, None if u_is_tensor else u
         if reduction == "mean":
             return loss.mean()
         if reduction == "sum":
@@ -208,7 +218,7 @@ class KDLossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):  # type: ignore[override]
-        s, t, target, u, stats = ctx.saved_tensors
+        s, t, target, u_tensor, stats = ctx.saved_tensors
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_s or need_t):
             return None, None, None, None, None, None
@@ -218,12 +228,13 @@ class KDLossFunction(torch.autograd.Function):
         grad_t = torch.empty((n_rows, n_cols), dtype=t.dtype, device=t.device) if need_t else None
         block_b, block_c, num_warps = row_settings(n_rows, n_cols)
         has_target = target is not None
+        u_ptr, u_stride, u_value, u_is_tensor = scalar_args(u_tensor if u_tensor is not None else ctx.u_float, stats)
         _kd_loss_bwd_kernel[(triton.cdiv(n_rows, block_b),)](
-            s, t, target if has_target else u, u, stride0(u), stats,
+            s, t, target if has_target else stats, u_ptr, u_stride, u_value, stats,
             grad_loss, grad_loss.stride(0) if grad_loss.dim() == 1 else 0,
             1.0 / n_rows if ctx.reduction == "mean" else 1.0,
             grad_s if need_s else stats, grad_t if need_t else stats,
-            n_rows, n_cols, s.stride(0), t.stride(0), ctx.tau, float("nan"),
+            n_rows, n_cols, s.stride(0), t.stride(0), ctx.tau, float("nan"), U_IS_TENSOR=u_is_tensor,
             HAS_TARGET=has_target, NEED_STUDENT=need_s, NEED_TEACHER=need_t,
             NEG=NEG_LARGE, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
         )  # fmt: skip
