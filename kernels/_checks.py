@@ -7,6 +7,7 @@ values (target range, ``std != 0``) run only for CPU tensors or Python numbers.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -89,6 +90,24 @@ def channel_stats(
     if mean is None or std is None:
         missing = "mean" if mean is None else "std"
         raise InputError(f"mean and std must be given together (or both None), got {missing}=None")
+    if not isinstance(mean, torch.Tensor) and not isinstance(std, torch.Tensor):
+        try:
+            key = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"mean and std must be sequences of numbers or tensors, got {mean!r} and {std!r}") from exc
+        return _constant_stats(*key, channels, device)
+    return _channel_stats(mean, std, channels, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], channels: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Constant normalisation given as numbers: converted (and copied to the device) once, then cached."""
+    return _channel_stats(mean, std, channels, device)
+
+
+def _channel_stats(mean, std, channels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     out = []
     for name, v in (("mean", mean), ("std", std)):
         t = v.detach() if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=torch.float32)

@@ -1,0 +1,88 @@
+"""Plot kernel benchmark CSVs: one PNG per (op, mode, metric), x = batch size, one line per provider.
+
+Panels split the other size dimension (C for the row ops, H x W for the images). Usage::
+
+    python benchmarks/plot.py benchmarks/results/kernels-cpu-pt2.14.csv [--out-dir DIR]
+
+By default the PNGs go to ``<csv folder>/<csv stem>/<op>-<mode>-<metric>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _panel(row: dict) -> str:
+    cfg = json.loads(row["extra_config_json"])
+    if "H" in cfg:
+        return f"{cfg.get('C', '?')}x{cfg['H']}x{cfg['W']}"
+    return f"C={cfg['C']}" if "C" in cfg else "all"
+
+
+def plot_file(csv_path: Path, out_dir: Path | None = None) -> list[Path]:
+    """Write the PNGs for one CSV; returns their paths."""
+    rows = read_rows(csv_path)
+    out_dir = out_dir or csv_path.parent / csv_path.stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["op"], r["mode"], r["metric"])].append(r)
+    written = []
+    for (op, mode, metric), grp in sorted(groups.items()):
+        panels = sorted({_panel(r) for r in grp}, key=lambda p: [int(t) if t.isdigit() else t for t in p.split("=")])
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False)
+        for ax, panel in zip(axes[0], panels, strict=True):
+            lines: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+            for r in grp:
+                if _panel(r) == panel:
+                    lines[r["provider"]].append(
+                        (float(r["x_value"]), float(r["p50"]), float(r["p20"]), float(r["p80"]))
+                    )
+            for provider, pts in sorted(lines.items()):
+                pts.sort()
+                xs, p50, p20, p80 = zip(*pts, strict=True)
+                ax.plot(xs, p50, marker="o", label=provider)
+                ax.fill_between(xs, p20, p80, alpha=0.2)
+            ax.set_xscale("log", base=2)
+            ax.set_title(panel, fontsize=9)
+            ax.set_xlabel(grp[0]["x_name"])
+            ax.grid(True, alpha=0.3)
+        axes[0][0].set_ylabel(f"{metric} ({grp[0]['unit']})")
+        axes[0][-1].legend(fontsize=8)
+        fig.suptitle(f"{op} {mode} - {grp[0]['device_name']}, torch {grp[0]['torch_version']}", fontsize=10)
+        fig.tight_layout()
+        path = out_dir / f"{op}-{mode}-{metric}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("csv", type=Path, nargs="+")
+    parser.add_argument("--out-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    for path in args.csv:
+        for png in plot_file(path, args.out_dir):
+            print(png)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
