@@ -1,0 +1,321 @@
+"""``export_model``: checkpoint → ONNX (+ int8, TensorRT) → parity/accuracy on the run's test split → report.
+
+Checks (all thresholds are options):
+
+- ``onnx`` (fp32): max |Δ output| against PyTorch ≤ ``atol`` and top-1 agreement ≥ ``min_agreement``;
+- ``ort-int8``, ``tensorrt-fp16``, ``tensorrt-int8``: Acc@1 drop against the fp32 ONNX model on the test
+  split ≤ ``max_acc_drop`` points (their max |Δ|, agreement and SQNR against PyTorch are reported).
+
+A failed check raises :class:`~augkd.export.errors.ExportCheckError` AFTER the artifacts and
+``export_report.json`` / ``.md`` are written, so the failure can be inspected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from augkd.errors import InputError
+from augkd.export.artifacts import ARTIFACT_FILES, FINGERPRINT_KEY
+from augkd.export.errors import ExportCheckError
+from augkd.export.report import ArtifactReport, ExportReport, LatencyRow
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_FORMATS", "EXPORT_FORMATS", "PARITY_CAP", "export_model", "parse_formats"]
+
+EXPORT_FORMATS = ("onnx", "ort-int8", "tensorrt-fp16", "tensorrt-int8")
+DEFAULT_FORMATS = ("onnx", "ort-int8")
+PARITY_CAP = 2000  # default cap on parity/accuracy images (the whole test split when smaller)
+
+
+def parse_formats(formats: str | Sequence[str] | None) -> list[str]:
+    """Validated formats (``"onnx,ort-int8"`` or a list); ``onnx`` is always exported first (the others derive from it)."""
+    from augkd.export.latency import parse_list
+
+    names = parse_list(formats, EXPORT_FORMATS, "export format") if formats else list(DEFAULT_FORMATS)
+    return ["onnx"] + [f for f in names if f != "onnx"]
+
+
+def _check_options(atol: float, min_agreement: float, parity_samples: int | None, calibration: int,
+                   max_acc_drop: float, latency_batches: Sequence[int]) -> None:  # fmt: skip
+    if atol < 0:
+        raise InputError(f"--atol must be >= 0, got {atol}")
+    if not 0.0 <= min_agreement <= 1.0:
+        raise InputError(f"--min-agreement is a fraction in [0, 1], got {min_agreement}")
+    if parity_samples is not None and parity_samples < 1:
+        raise InputError(f"--parity-samples must be >= 1, got {parity_samples}")
+    if calibration < 1:
+        raise InputError(f"--calibration must be >= 1 image, got {calibration}")
+    if max_acc_drop < 0:
+        raise InputError(f"--max-acc-drop must be >= 0 points, got {max_acc_drop}")
+    if any(b < 1 for b in latency_batches):
+        raise InputError(f"latency batch sizes must be >= 1, got {list(latency_batches)}")
+
+
+def export_model(
+    source: str | Path,
+    formats: str | Sequence[str] | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    data: str | None = None,
+    exporter: str = "auto",
+    opset: int = 18,
+    with_preprocessing: bool = False,
+    softmax: bool = False,
+    simplify: bool = True,
+    atol: float = 1e-4,
+    min_agreement: float = 0.999,
+    parity_samples: int | None = None,
+    calibration: int = 256,
+    calibration_method: str = "minmax",
+    activation_type: str = "uint8",
+    quant_format: str = "qdq",
+    per_channel: bool = True,
+    exclude_first_last: bool = False,
+    max_acc_drop: float = 1.0,
+    latency: bool = True,
+    latency_batches: Sequence[int] = (1, 32),
+    latency_iters: int = 30,
+    threads: int | None = None,
+    trt_max_batch: int = 256,
+) -> ExportReport:
+    """Export a run's student (or a checkpoint) and check every artifact on the run's student-domain test split.
+
+    Args:
+        source: a run directory or a ``.safetensors`` checkpoint with its JSON sidecar.
+        formats: any of ``onnx, ort-int8, tensorrt-fp16, tensorrt-int8`` (default ``onnx, ort-int8``).
+        out_dir: output folder (default ``<run dir>/export`` or ``<checkpoint folder>/export``).
+        data: student-domain dataset when the run's data cannot be found from the checkpoint.
+        exporter: ``auto`` (dynamo, legacy fallback recorded), ``dynamo`` or ``legacy``.
+        opset: ONNX opset (≥ 17).
+        with_preprocessing: the graph takes uint8 images and normalises them itself.
+        softmax: the graph outputs probabilities.
+        simplify: run onnxslim.
+        atol: fp32 parity threshold on max |Δ output|.
+        min_agreement: fp32 parity threshold on top-1 agreement (fraction).
+        parity_samples: test images for parity/accuracy (default: the whole split, capped at 2000).
+        calibration: training images for int8 calibration.
+        calibration_method: ``minmax``, ``percentile`` or ``entropy`` (ONNX Runtime int8).
+        activation_type: ``uint8`` or ``int8`` activations (ONNX Runtime int8).
+        quant_format: ``qdq`` or ``qoperator`` (ONNX Runtime int8).
+        per_channel: per-channel int8 weights.
+        exclude_first_last: keep the first and last Conv/Gemm in float (ONNX Runtime int8).
+        max_acc_drop: largest allowed Acc@1 drop (points) of reduced-precision artifacts against fp32 ONNX.
+        latency: also time each artifact (and torch eager) at ``latency_batches``.
+        latency_batches: batch sizes of the quick latency measurement.
+        latency_iters: timed iterations per backend × batch.
+        threads: torch and ONNX Runtime intra-op threads (default: physical cores available).
+        trt_max_batch: largest batch of the TensorRT optimisation profile.
+
+    Returns:
+        The :class:`ExportReport` (also written to ``out_dir``).
+
+    Raises:
+        ExportCheckError: a parity or accuracy check failed (artifacts and report are written first).
+    """
+    from augkd.export.data import evaluation_data
+    from augkd.export.parity import accuracy
+    from augkd.export.report import count_macs, count_parameters, environment_info, now_iso
+    from augkd.export.runtime import physical_cores
+    from augkd.export.source import load_source
+
+    fmts = parse_formats(formats)
+    _check_options(atol, min_agreement, parity_samples, calibration, max_acc_drop, latency_batches)
+    if any(f.startswith("tensorrt") for f in fmts):
+        from augkd.export.tensorrt import require_tensorrt
+
+        require_tensorrt()  # fail before any work, with what is missing
+    src = load_source(source)
+    meta = src.meta
+    out = Path(out_dir) if out_dir is not None else src.default_dir("export")
+    out.mkdir(parents=True, exist_ok=True)
+    n_threads = threads or physical_cores()
+    ev = evaluation_data(src.spec, meta, data)
+    images, labels = ev.test_batch(min(len(ev.test), parity_samples or PARITY_CAP))
+    model_input = images if with_preprocessing else ev.normalize(images)
+    logger.info("checking on %d %s images of %s", len(images), ev.test_split, ev.dataset)
+
+    ctx = _Context(src=src, out=out, ev=ev, model_input=model_input, labels=labels, threads=n_threads,
+                   with_preprocessing=with_preprocessing, softmax=softmax)  # fmt: skip
+    onnx_info = ctx.export_fp32(exporter, opset, simplify)
+    artifacts = [ctx.check_onnx(atol, min_agreement)]
+    quant = {"calibration": calibration, "method": calibration_method, "activation_type": activation_type,
+             "quant_format": quant_format, "per_channel": per_channel, "exclude_first_last": exclude_first_last}  # fmt: skip
+    if "ort-int8" in fmts:
+        artifacts.append(ctx.ort_int8(quant, max_acc_drop))
+    for fmt in (f for f in fmts if f.startswith("tensorrt")):
+        artifacts.append(ctx.tensorrt(fmt, calibration, max_acc_drop, trt_max_batch))
+    rows = ctx.latency(fmts, latency_batches, latency_iters) if latency else []
+
+    model_info = {
+        "arch": meta.arch, "model_kwargs": meta.model_kwargs, "num_classes": meta.num_classes,
+        "class_names": meta.class_names, "input_size": meta.input_size, "in_chans": meta.in_chans,
+        "mean": meta.mean, "std": meta.std, "parameters": count_parameters(src.model),
+        "macs": count_macs(src.model, meta.input_size, meta.in_chans), "macs_method": _macs_method(),
+        "torch_acc1": accuracy(ctx.reference, labels), "fingerprint": src.fingerprint,
+    }  # fmt: skip
+    report = ExportReport(
+        created=now_iso(), source=src.spec, out_dir=str(out), environment=environment_info(), model=model_info,
+        data={"origin": ev.origin, "dataset": ev.dataset, "test_split": ev.test_split, "parity_samples": len(images),
+              "test_split_size": len(ev.test), "train_split_size": len(ev.train),
+              "calibration_samples": min(calibration, len(ev.train)) if len(fmts) > 1 else None},
+        onnx=onnx_info.to_dict(), artifacts=artifacts, latency=rows,
+        options={"formats": fmts, "exporter": exporter, "opset": opset, "with_preprocessing": with_preprocessing,
+                 "softmax": softmax, "simplify": simplify, "atol": atol, "min_agreement": min_agreement,
+                 "max_acc_drop": max_acc_drop, "threads": n_threads, **quant},
+        failures=[c.message for a in artifacts for c in a.checks if not c.passed],
+        notes=ctx.notes,
+    )  # fmt: skip
+    report.write(out)
+    if report.failures:
+        more = f" (+{len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
+        raise ExportCheckError(
+            f"export check failed: {report.failures[0]}{more}; artifacts and report kept in {out}", report
+        )
+    return report
+
+
+def _macs_method() -> str:
+    from augkd.export.report import MACS_METHOD
+
+    return MACS_METHOD
+
+
+class _Context:
+    """State shared by the export steps (one instance per :func:`export_model` call)."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+        self.notes: list[str] = []
+        self.reference = torch.empty(0)
+        self.onnx_outputs = torch.empty(0)
+
+    # -- fp32 ONNX -----------------------------------------------------------------------------------------------
+    def export_fp32(self, exporter: str, opset: int, simplify: bool) -> Any:
+        from augkd.export.onnx import ExportWrapper, export_onnx
+        from augkd.export.runtime import run_batched
+
+        meta = self.src.meta
+        self.onnx_path = self.out / ARTIFACT_FILES["onnx"]
+        info = export_onnx(
+            self.src.model, self.onnx_path, meta.input_size, in_chans=meta.in_chans, mean=meta.mean, std=meta.std,
+            with_preprocessing=self.with_preprocessing, softmax=self.softmax, exporter=exporter, opset=opset,
+            simplify=simplify, class_names=meta.class_names,
+            metadata={FINGERPRINT_KEY: self.src.fingerprint, "augkd.arch": meta.arch, "augkd.source": self.src.spec},
+        )  # fmt: skip
+        if info.fallback_reason:
+            self.notes.append(f"dynamo exporter failed, legacy used: {info.fallback_reason}")
+        c = meta.in_chans
+        wrapper = ExportWrapper(self.src.model, meta.mean[:c] if self.with_preprocessing else None,
+                                meta.std[:c] if self.with_preprocessing else None, self.softmax).eval()  # fmt: skip
+        with torch.no_grad():
+            self.reference = run_batched(wrapper, self.model_input)  # exactly the module that was exported
+        return info
+
+    def _artifact(self, fmt: str, precision: str, backend: str) -> ArtifactReport:
+        path = self.out / ARTIFACT_FILES[fmt]
+        return ArtifactReport(format=fmt, file=path.name, size_bytes=path.stat().st_size, precision=precision,
+                              backend=backend)  # fmt: skip
+
+    def _ort_outputs(self, path: Path) -> tuple[torch.Tensor, str]:
+        from augkd.export.runtime import OrtRunner, run_batched
+
+        runner = OrtRunner(path, self.threads, "cpu")
+        x = np.ascontiguousarray(self.model_input.numpy())
+        return run_batched(runner, x), runner.provider
+
+    def check_onnx(self, atol: float, min_agreement: float) -> ArtifactReport:
+        from augkd.export.parity import accuracy, accuracy_result, compare_outputs, parity_checks
+
+        self.onnx_outputs, provider = self._ort_outputs(self.onnx_path)
+        art = self._artifact("onnx", "fp32", f"onnxruntime {provider}")
+        art.parity = compare_outputs(self.reference, self.onnx_outputs, "torch fp32")
+        art.accuracy = accuracy_result(self.onnx_outputs, self.labels, accuracy(self.reference, self.labels),
+                                       "torch fp32", self.ev.test_split)  # fmt: skip
+        art.checks = parity_checks("onnx", art.parity, atol, min_agreement)
+        logger.info("onnx parity: max |Δ| %.3g, top-1 agreement %.4f", art.parity.max_abs_diff,
+                    art.parity.top1_agreement)  # fmt: skip
+        return art
+
+    def _reduced(self, art: ArtifactReport, outputs: torch.Tensor, max_acc_drop: float) -> ArtifactReport:
+        from augkd.export.parity import accuracy, accuracy_check, accuracy_result, compare_outputs
+
+        art.parity = compare_outputs(self.reference, outputs, "torch fp32")
+        art.accuracy = accuracy_result(outputs, self.labels, accuracy(self.onnx_outputs, self.labels), "onnx fp32",
+                                       self.ev.test_split)  # fmt: skip
+        art.checks = [accuracy_check(art.format, art.accuracy, max_acc_drop)]
+        logger.info("%s: Acc@1 %.4f (fp32 ONNX %.4f)", art.format, art.accuracy.acc1, art.accuracy.reference_acc1)
+        return art
+
+    def _calibration_inputs(self, n: int) -> torch.Tensor:
+        cal = self.ev.calibration_images(n)
+        return cal if self.with_preprocessing else self.ev.normalize(cal)
+
+    # -- ONNX Runtime int8 ---------------------------------------------------------------------------------------
+    def ort_int8(self, quant: dict[str, Any], max_acc_drop: float) -> ArtifactReport:
+        from augkd.export.quantize import quantize_ort_int8
+
+        path = self.out / ARTIFACT_FILES["ort-int8"]
+        info = quantize_ort_int8(
+            self.onnx_path, path, self._calibration_inputs(quant["calibration"]).numpy(), method=quant["method"],
+            activation_type=quant["activation_type"], quant_format=quant["quant_format"],
+            per_channel=quant["per_channel"], exclude_first_last=quant["exclude_first_last"],
+        )  # fmt: skip
+        outputs, provider = self._ort_outputs(path)
+        art = self._artifact("ort-int8", "int8", f"onnxruntime {provider}")
+        art.details = {"quantization": info}
+        return self._reduced(art, outputs, max_acc_drop)
+
+    # -- TensorRT ------------------------------------------------------------------------------------------------
+    def tensorrt(self, fmt: str, calibration: int, max_acc_drop: float, max_batch: int) -> ArtifactReport:
+        from augkd.export.runtime import run_batched
+        from augkd.export.tensorrt import TensorRTRunner, build_engine
+
+        precision = fmt.split("-", 1)[1]
+        path = self.out / ARTIFACT_FILES[fmt]
+        cal = self._calibration_inputs(calibration) if precision == "int8" else None
+        info = build_engine(self.onnx_path, path, precision=precision, max_batch=max_batch,
+                            opt_batch=min(32, max_batch), calibration_inputs=cal,
+                            timing_cache=self.out / "trt_timing.cache",
+                            calibration_cache=self.out / "model.int8.calib" if cal is not None else None)  # fmt: skip
+        runner = TensorRTRunner(path)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            y = runner(x)
+            runner.synchronize()
+            return y
+
+        outputs = run_batched(run, self.model_input, batch_size=min(256, max_batch))
+        art = self._artifact(fmt, precision, runner.provider)
+        art.details = {"build": info}
+        return self._reduced(art, outputs, max_acc_drop)
+
+    # -- quick latency -------------------------------------------------------------------------------------------
+    def latency(self, fmts: list[str], batches: Sequence[int], iters: int) -> list[LatencyRow]:
+        from augkd.export.latency import ort_backend, release, tensorrt_backend, time_backend, torch_backend, torch_threads
+        from augkd.export.onnx import ExportWrapper
+
+        images, _ = self.ev.test_batch(max(batches))
+        normalize = self.ev.normalize
+        rows: list[dict[str, Any]] = []
+        plan: list[tuple[str, Path | None]] = [("torch", None), ("ort", self.onnx_path)]
+        plan += [(f, self.out / ARTIFACT_FILES[f]) for f in fmts if f != "onnx"]
+        with torch_threads(self.threads):
+            for name, path in plan:
+                if name == "torch":  # normalised float input prepared outside the timed region, as for ORT fp32
+                    module = ExportWrapper(self.src.model, None, None, self.softmax).eval()
+                    backend = torch_backend(module, normalize, self.threads, torch.device("cpu"))
+                elif name.startswith("tensorrt"):
+                    backend = tensorrt_backend(path, normalize)  # type: ignore[arg-type]
+                    backend.name = name
+                else:
+                    backend = ort_backend(name, path, normalize, self.threads)  # type: ignore[arg-type]
+                rows += time_backend(backend, images, batches, warmup=3, iters=iters, duration=None)
+                release(backend)
+        return [LatencyRow(**r) for r in rows]
