@@ -1,0 +1,56 @@
+"""``augkd bench``: benchmarks. ``augkd bench latency SOURCE`` times each backend × batch size on the same images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from augkd.cli._options import JsonOpt, OutOpt, QuietOpt, VerboseOpt
+from augkd.cli._util import cli_errors, print_json, print_table, setup_logging
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: latency of exported models (and kernels).")
+
+_COLUMNS = ["backend", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "samples/s", "provider", "threads", "note"]
+
+
+def _table_rows(rows: list[dict]) -> list[dict]:
+    return [{"backend": r["backend"], "batch": r["batch_size"], "p50 ms": r["p50_ms"], "p90 ms": r["p90_ms"],
+             "p99 ms": r["p99_ms"], "mean ms": r["mean_ms"], "samples/s": r["throughput"], "provider": r["provider"],
+             "threads": r["threads"], "note": r.get("note")} for r in rows]  # fmt: skip
+
+
+@bench_app.command("latency")
+@cli_errors
+def latency_cmd(
+    source: Annotated[str, typer.Argument(help="A run directory, or a student .safetensors checkpoint with its .json sidecar.")],  # noqa: E501
+    backends: Annotated[Optional[str], typer.Option("--backends", "-b", help="Comma-separated: torch, compile, ort, ort-int8, tensorrt (default: torch,ort,ort-int8).")] = None,  # noqa: E501, UP045
+    batch: Annotated[str, typer.Option("--batch", help="Comma-separated batch sizes.")] = "1,8,32",
+    out: OutOpt = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Student-domain dataset when the checkpoint records none (images for timing and int8 calibration).")] = None,  # noqa: E501, UP045
+    export_dir: Annotated[Optional[Path], typer.Option("--export-dir", help="Where to find model.onnx / model.int8.onnx (default: SOURCE/export); missing ones are exported on the fly.", file_okay=False)] = None,  # noqa: E501, UP045
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch and ONNX Runtime intra-op threads (default: physical cores).", min=1)] = None,  # noqa: E501, UP045
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls per backend and batch size.", min=0)] = 10,
+    iters: Annotated[int, typer.Option("--iters", help="Timed calls per backend and batch size.", min=1)] = 50,
+    duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds per backend and batch size instead of --iters.", min=0.01)] = None,  # noqa: E501, UP045
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto: where torch and ONNX Runtime run.")] = "cpu",  # noqa: E501
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Latency (p50/p90/p99 ms) and throughput of torch, torch.compile, ONNX Runtime fp32/int8 and TensorRT."""
+    setup_logging(verbose, quiet)
+    from augkd.export import bench_latency
+
+    result = bench_latency(source, backends, batch, out, data=data, export_dir=export_dir, threads=threads,
+                           warmup=warmup, iters=iters, duration=duration, device=device)  # fmt: skip
+    if json_out:
+        print_json(result)
+        return
+    m = result["model"]
+    print_table(_table_rows(result["rows"]), title=f"latency: {m['arch']} at {m['input_size']}px, "
+                f"{result['settings']['threads']} threads", columns=_COLUMNS)  # fmt: skip
+    for note in result["notes"]:
+        typer.echo(note)
+    typer.echo(f"results: {result['files']['md']} (+ .json, .png)")

@@ -1,0 +1,89 @@
+"""``augkd export SOURCE``: ONNX (+ ONNX Runtime int8, TensorRT) with parity and accuracy checks and a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from augkd.cli._options import JsonOpt, OutOpt, QuietOpt, VerboseOpt
+from augkd.cli._util import cli_errors, print_json, print_table, setup_logging
+
+FormatOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045 (typer needs Optional here)
+    typer.Option("--format", "-f", help="onnx, ort-int8, tensorrt-fp16, tensorrt-int8 (repeatable or comma-separated; "
+                 "default: onnx and ort-int8)."),
+]  # fmt: skip
+
+
+def _rows(report: dict) -> list[dict]:
+    lat = {(r["backend"], r["batch_size"]): r["p50_ms"] for r in report.get("latency", [])}
+    rows = []
+    for a in report["artifacts"]:
+        p, acc = a.get("parity") or {}, a.get("accuracy") or {}
+        backend = {"onnx": "ort"}.get(a["format"], a["format"])
+        rows.append({
+            "format": a["format"], "file": a["file"], "KiB": a["size_bytes"] / 1024,
+            "max |Δ|": p.get("max_abs_diff"), "top-1 agree %": p.get("top1_agreement", 0) * 100 if p else None,
+            "Acc@1 %": acc.get("acc1", 0) * 100 if acc else None,
+            "ref Acc@1 %": acc.get("reference_acc1", 0) * 100 if acc else None,
+            "drop pts": acc.get("drop_points"), "p50 ms b1": lat.get((backend, 1)), "p50 ms b32": lat.get((backend, 32)),
+            "checks": "ok" if all(c["passed"] for c in a["checks"]) else "FAIL",
+        })  # fmt: skip
+    return rows
+
+
+def _show(report: dict, json_out: bool) -> None:
+    if json_out:
+        print_json(report)
+        return
+    torch_lat = {r["batch_size"]: r["p50_ms"] for r in report.get("latency", []) if r["backend"] == "torch"}
+    title = (f"{report['model']['arch']} → {report['out_dir']} (torch Acc@1 {report['model']['torch_acc1'] * 100:.2f}%"
+             + (f", torch p50 b1 {torch_lat[1]:.3f} ms" if 1 in torch_lat else "") + ")")  # fmt: skip
+    print_table(_rows(report), title=title)
+    typer.echo(f"report: {Path(report['out_dir']) / 'export_report.md'}")
+
+
+@cli_errors
+def export_cmd(
+    source: Annotated[str, typer.Argument(help="A run directory, or a student .safetensors checkpoint with its .json sidecar.")],  # noqa: E501
+    formats: FormatOpt = None,
+    out: OutOpt = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Student-domain dataset for parity/calibration when the checkpoint records none (built-in name or image folder).")] = None,  # noqa: E501, UP045
+    exporter: Annotated[str, typer.Option("--exporter", help="auto (dynamo, legacy fallback recorded), dynamo or legacy.")] = "auto",  # noqa: E501
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 17).")] = 18,
+    with_preprocessing: Annotated[bool, typer.Option("--with-preprocessing", help="The graph takes uint8 NCHW images and normalises them itself.")] = False,  # noqa: E501
+    softmax: Annotated[bool, typer.Option("--softmax", help="Output probabilities instead of logits.")] = False,
+    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify the graph with onnxslim.")] = True,  # noqa: E501
+    atol: Annotated[float, typer.Option("--atol", help="fp32 parity: largest allowed max |Δ output| against PyTorch.")] = 1e-4,  # noqa: E501
+    min_agreement: Annotated[float, typer.Option("--min-agreement", help="fp32 parity: smallest allowed top-1 agreement (fraction).")] = 0.999,  # noqa: E501
+    parity_samples: Annotated[Optional[int], typer.Option("--parity-samples", help="Test images for parity/accuracy (default: the whole test split, at most 2000).")] = None,  # noqa: E501, UP045
+    calibration: Annotated[int, typer.Option("--calibration", help="Training images for int8 calibration.")] = 256,
+    calibration_method: Annotated[str, typer.Option("--calibration-method", help="ONNX Runtime int8 calibration: minmax, percentile or entropy.")] = "minmax",  # noqa: E501
+    quant_format: Annotated[str, typer.Option("--quant-format", help="ONNX Runtime int8 format: qdq or qoperator.")] = "qdq",  # noqa: E501
+    activation_type: Annotated[str, typer.Option("--activation-type", help="ONNX Runtime int8 activations: uint8 or int8.")] = "uint8",  # noqa: E501
+    exclude_first_last: Annotated[bool, typer.Option("--exclude-first-last", help="Keep the first and last Conv/Gemm in float (int8).")] = False,  # noqa: E501
+    max_acc_drop: Annotated[float, typer.Option("--max-acc-drop", help="Largest allowed Acc@1 drop in points of int8/fp16 artifacts against fp32 ONNX.")] = 1.0,  # noqa: E501
+    latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Time each artifact (and torch) at batch 1 and 32.")] = True,  # noqa: E501
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch and ONNX Runtime threads (default: physical cores).", min=1)] = None,  # noqa: E501, UP045
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Export a run's student to ONNX (and int8 / TensorRT), check parity and accuracy on its test split, write a report."""  # noqa: E501
+    setup_logging(verbose, quiet)
+    from augkd.export import ExportCheckError, export_model
+
+    try:
+        report = export_model(
+            source, formats, out, data=data, exporter=exporter, opset=opset, with_preprocessing=with_preprocessing,
+            softmax=softmax, simplify=simplify, atol=atol, min_agreement=min_agreement, parity_samples=parity_samples,
+            calibration=calibration, calibration_method=calibration_method, activation_type=activation_type,
+            quant_format=quant_format, exclude_first_last=exclude_first_last, max_acc_drop=max_acc_drop,
+            latency=latency, threads=threads,
+        )  # fmt: skip
+    except ExportCheckError as exc:
+        _show(exc.report.to_json_dict(), json_out)  # the table on stdout helps; then the one-line error
+        raise
+    _show(report.to_json_dict(), json_out)
