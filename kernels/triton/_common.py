@@ -31,6 +31,8 @@ NEG_LARGE = -1.0e30
 
 # Target number of fp32 elements per program tile for row-wise ops (rows are stacked until the tile is full).
 _TILE_ELEMS = 4096
+# Row kernels on a GPU: stack fewer rows per program rather than launch fewer programs than this.
+_MIN_PROGRAMS = 256
 # Elements per program for elementwise ops.
 _ELEMWISE_BLOCK = 1024
 
@@ -38,9 +40,11 @@ _ELEMWISE_BLOCK = 1024
 def row_settings(n_rows: int, n_cols: int) -> tuple[int, int, int]:
     """Choose ``(BLOCK_B, BLOCK_C, num_warps)`` for a row-wise op over an [n_rows, n_cols] matrix.
 
-    ``BLOCK_C`` is the next power of two ≥ n_cols (a whole row per tile); small rows are stacked
-    ``BLOCK_B`` per program so that a tile holds about 4096 elements (C = 10 → 256 rows per program,
-    C = 1000 → 4 rows).
+    ``BLOCK_C`` is the next power of two ≥ n_cols (a whole row per tile). Small rows are stacked ``BLOCK_B``
+    per program, up to about 4096 elements per tile, but on a GPU no more rows than keep about
+    :data:`_MIN_PROGRAMS` programs in the grid (e.g. B = 2048, C = 65: 8 rows of 128 per program, 256
+    programs). Under the interpreter each program costs Python time, so tiles are filled up to 4096 elements
+    there. ``num_warps`` gives each thread about 16 elements. These are heuristics, not tuned on hardware.
 
     Raises:
         KernelUnavailableError: a row is wider than :data:`MAX_FUSED_COLS`.
@@ -51,9 +55,11 @@ def row_settings(n_rows: int, n_cols: int) -> tuple[int, int, int]:
             f"got {n_cols}; use backend torch"
         )
     block_c = triton.next_power_of_2(max(n_cols, 1))
-    block_b = max(1, min(_TILE_ELEMS // block_c, triton.next_power_of_2(max(n_rows, 1))))
-    tile = block_b * block_c
-    num_warps = 4 if tile <= 4096 else 8 if tile <= 16384 else 16
+    block_b = min(_TILE_ELEMS // block_c, triton.next_power_of_2(max(n_rows, 1)))
+    if not INTERPRET:
+        block_b = min(block_b, triton.next_power_of_2(triton.cdiv(n_rows, _MIN_PROGRAMS)))
+    block_b = max(block_b, 1)
+    num_warps = min(16, max(1, block_b * block_c // 512))
     return block_b, block_c, num_warps
 
 
