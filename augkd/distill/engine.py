@@ -86,7 +86,7 @@ class RunContext:
         loss = losses["loss"]
         if not torch.isfinite(loss.detach()).all():
             raise TrainingError(
-                f"loss became {float(loss)} in {where}; the last good checkpoint is kept in "
+                f"loss became {float(loss.detach())} in {where}; the last good checkpoint is kept in "
                 f"{self.run_dir / 'checkpoints' / 'state.pt'}: lower the learning rate or use fp32 "
                 "(--set train.precision=fp32) and resume with --resume"
             )
