@@ -86,6 +86,10 @@ class Module1Config(_Base):
     w_balance: float = 20.0  # class balance: w * sum p_bar log10 p_bar
     w_bn: float = 1.0  # BN-statistics matching
     kld_weight: float = 0.00025  # encoder VAE KL weight
+    # Reuse the Module 1 result (student, generator, encoder) of another run directory with the same
+    # teacher/student/data/generator/module1 settings and seed, instead of training it again. `augkd
+    # compare` uses this so that every method built on Module 1 starts from the same one.
+    init_from: str | None = None
 
 
 class Module2Config(_Base):

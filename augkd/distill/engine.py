@@ -189,6 +189,26 @@ class MetricsLog:
         atomic_write_text(self.path, buf.getvalue())
 
 
+def save_stage_nets(ctx: RunContext, stage: Stage) -> None:
+    """Per-module checkpoints: the networks a stage trained (its best epoch), as plain tensors."""
+    from safetensors.torch import save_file
+
+    from augkd.utils import atomic_write
+
+    out = ctx.run_dir / "checkpoints" / stage.name
+    for n in stage.trains:
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in ctx.nets[n].state_dict().items()}
+        atomic_write(out / f"{n}.safetensors", lambda p, st=state: save_file(st, str(p)))
+
+
+def load_stage_nets(ctx: RunContext, run_dir: Path, stage_name: str, names: tuple[str, ...]) -> None:
+    """Load networks saved by :func:`save_stage_nets` in another run (e.g. a shared Module 1)."""
+    from augkd.checkpoint import load_state_dict_file
+
+    for n in names:
+        ctx.nets[n].load_state_dict(load_state_dict_file(run_dir / "checkpoints" / stage_name / f"{n}.safetensors"))
+
+
 def run_stages(ctx: RunContext, stages: list[Stage], progress: Any | None = None) -> dict[str, Any]:
     """Run ``stages`` in order with per-epoch checkpoints; resume from ``checkpoints/state.pt`` if present."""
     ckpt = ctx.run_dir / "checkpoints" / "state.pt"
@@ -244,6 +264,7 @@ def run_stages(ctx: RunContext, stages: list[Stage], progress: Any | None = None
             if task is not None:
                 progress.update(task, advance=1)
         stage.finish(ctx)
+        save_stage_nets(ctx, stage)
         if ctx.cfg.train.save_images:
             stage.images(ctx, ctx.run_dir / "images")
         logger.info("%s done (best epoch %d, score %s)", stage.name, stage.best_epoch, stage.best_score)

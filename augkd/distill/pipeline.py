@@ -16,7 +16,8 @@ from augkd.checkpoint import ModelMeta, load_model, save_model
 from augkd.config import DistillConfig, config_to_dict, load_config, save_config
 from augkd.data import DomainData, load_domain
 from augkd.distill.engine import RunContext, pick_precision, run_stages
-from augkd.distill.stages import MixupStage, build_stages, needs_generative
+from augkd.distill.engine import load_stage_nets
+from augkd.distill.stages import DataFreeStage, MixupStage, build_stages, needs_generative
 from augkd.errors import ConfigError, InputError
 from augkd.evaluate import FrozenTeacher, Normalize, accuracy
 from augkd.models import create_model
@@ -107,6 +108,9 @@ def distill(
     teacher_test = accuracy(teacher, data.test, cfg.train.eval_batch_size, device)
     logger.info("teacher source-only test acc@1 %.4f; precision %s; device %s", teacher_test["acc1"], precision, device)
     stages = build_stages(cfg)
+    if cfg.module1.init_from and stages and isinstance(stages[0], DataFreeStage):
+        _reuse_module1(cfg, ctx)
+        stages = stages[1:]
     t0 = time.perf_counter()
     prog = _progress() if progress else None
     if prog is not None:
@@ -124,6 +128,32 @@ def distill(
                "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
     atomic_write_json(run_dir / "summary.json", summary)
     return result
+
+
+MODULE1_KEYS = ("teacher", "student", "data", "generator", "module1")
+
+
+def _module1_signature(cfg: DistillConfig) -> dict[str, Any]:
+    d = config_to_dict(cfg)
+    sig = {k: d[k] for k in MODULE1_KEYS}
+    sig["module1"] = {k: v for k, v in sig["module1"].items() if k != "init_from"}
+    sig["seed"] = cfg.train.seed
+    return sig
+
+
+def _reuse_module1(cfg: DistillConfig, ctx: RunContext) -> None:
+    """Load another run's Module 1 networks after checking it was trained with the same settings."""
+    src = Path(str(cfg.module1.init_from))
+    if not (src / "config.yaml").is_file() or not (src / "checkpoints" / "module1" / "student.safetensors").is_file():
+        raise InputError(f"module1.init_from={str(src)!r} is not a run directory with a finished Module 1")
+    other = load_config(src / "config.yaml")
+    a, b = _module1_signature(cfg), _module1_signature(other)
+    if a != b:
+        key = next(k for k in a if a[k] != b[k])
+        raise InputError(f"module1.init_from={str(src)!r} was trained with different {key!r} settings; "
+                         "its Module 1 cannot be reused")  # fmt: skip
+    load_stage_nets(ctx, src, "module1", DataFreeStage.trains)
+    logger.info("Module 1 reused from %s", src)
 
 
 def _save_student(cfg: DistillConfig, run_dir: Path, student: torch.nn.Module, data: DomainData,
@@ -170,6 +200,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+MODULE1_METHODS = ("dfkd", "dfkd-ft", "augkd", "augkd-no-anchor", "augkd-no-mixup")
+
+
 def compare(
     cfg: DistillConfig, methods: list[str], seeds: list[int], out_dir: str | Path, progress: bool = False,
     resume: bool = False,
@@ -184,15 +217,22 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {}
     teacher: dict[str, float] = {}
+    module1_runs: dict[int, Path] = {}  # seed → the run whose Module 1 the other methods reuse
     for method in methods:
         for seed in seeds:
             rd = out / method / f"seed{seed}"
             if (rd / "summary.json").is_file():
                 res = json.loads((rd / "summary.json").read_text())
             else:
-                sub = cfg.model_copy(update={"method": method, "train": cfg.train.model_copy(update={"seed": seed})})
+                upd: dict[str, Any] = {"method": method, "train": cfg.train.model_copy(update={"seed": seed})}
+                shared = module1_runs.get(seed)
+                if shared is not None and method in MODULE1_METHODS and cfg.module1.init_from is None:
+                    upd["module1"] = cfg.module1.model_copy(update={"init_from": str(shared)})
+                sub = cfg.model_copy(update=upd)
                 r = distill(sub, rd, resume=resume and (rd / "config.yaml").is_file(), progress=progress)
                 res = r.to_dict()
+            if method in MODULE1_METHODS and (rd / "checkpoints" / "module1" / "student.safetensors").is_file():
+                module1_runs.setdefault(seed, rd)
             results.setdefault(method, []).append(res)
             teacher = res["teacher_test"]
     summary = summarize(results, teacher)

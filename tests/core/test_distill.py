@@ -98,3 +98,26 @@ def test_kill_and_resume_gives_identical_metrics(tmp_path):
     out, err = r.communicate(timeout=600)
     assert r.returncode == 0, err
     assert json.loads(out)["test"] == expected
+
+
+def test_compare_shares_module1_and_writes_summary(tmp_path):
+    from augkd.distill import compare
+
+    cfg = load_config(SMOKE, ["train.save_images=false", "module3.epochs=2", "kd.epochs=2"])
+    summary = compare(cfg, ["dfkd", "augkd-no-mixup", "scratch"], [0, 1], tmp_path)
+    assert set(summary["methods"]) == {"dfkd", "augkd-no-mixup", "scratch"}
+    row = summary["methods"]["scratch"]
+    assert len(row["acc1_runs"]) == 2 and row["acc1_std"] >= 0
+    for f in ("summary.json", "summary.md", "summary.png"):
+        assert (tmp_path / f).is_file()
+    reused = load_config(tmp_path / "augkd-no-mixup" / "seed1" / "config.yaml")
+    assert reused.module1.init_from == str(tmp_path / "dfkd" / "seed1")
+    # the reused Module 1 student is exactly the one dfkd trained for that seed
+    from augkd.checkpoint import load_state_dict_file
+
+    a = load_state_dict_file(tmp_path / "dfkd" / "seed1" / "student.safetensors")
+    b = load_state_dict_file(tmp_path / "dfkd" / "seed1" / "checkpoints" / "module1" / "student.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    bad = cfg.model_copy(update={"module1": cfg.module1.model_copy(update={"init_from": str(tmp_path / "scratch" / "seed0")})})
+    with pytest.raises(InputError, match="not a run directory with a finished Module 1"):
+        distill(bad, tmp_path / "x")
