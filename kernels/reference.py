@@ -183,17 +183,91 @@ def kd_loss_torch(
 
     Returns:
         The float32 loss: a scalar, or [B] for ``reduction="none"``.
+
+    When ``torch.compile`` traces this function and a gradient is needed, the rows are computed by
+    :class:`KDLossClosedForm` (same math, closed-form backward, one ``exp`` per softmax entry), which the
+    compiler fuses far better than autograd's log-softmax graph; eager calls and export use the plain
+    formula below.
     """
     uv = _per_sample(u, student, 1)
-    s32 = student.float()
-    log_q = F.log_softmax(s32 / tau, dim=-1)
-    log_p = F.log_softmax(teacher.float() / tau, dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)
-    loss = (1.0 - uv) * (tau * tau) * kl
-    if target is not None:
-        loss = loss + uv * F.cross_entropy(s32, target, reduction="none")
+    if _compiling_with_grad(student, teacher):
+        loss = KDLossClosedForm.apply(student, teacher, target, uv, tau)
+    else:
+        s32 = student.float()
+        log_q = F.log_softmax(s32 / tau, dim=-1)
+        log_p = F.log_softmax(teacher.float() / tau, dim=-1)
+        kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+        loss = (1.0 - uv) * (tau * tau) * kl
+        if target is not None:
+            loss = loss + uv * F.cross_entropy(s32, target, reduction="none")
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+def _compiling_with_grad(*tensors: torch.Tensor) -> bool:
+    """True while torch.compile (not export) traces a call that needs gradients."""
+    if not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors):
+        return False
+    compiler = torch.compiler
+    return compiler.is_compiling() and not compiler.is_exporting() and not torch.onnx.is_in_onnx_export()
+
+
+def _log_softmax_and_softmax(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log_softmax(z), softmax(z))`` over the last dim with a single ``exp`` per entry."""
+    d = z - z.amax(dim=-1, keepdim=True)
+    e = d.exp()
+    total = e.sum(dim=-1, keepdim=True)
+    return d - total.log(), e / total
+
+
+class KDLossClosedForm(torch.autograd.Function):
+    """Per-row KD loss of :func:`kd_loss_torch` with hand-written gradients (the torch.compile path).
+
+    Forward: the rows ``u·CE + (1-u)·τ²·KL`` as in :func:`kd_loss_torch`. Backward, with ``g`` the upstream
+    gradient of each row (``q = softmax(s/τ)``, ``p = softmax(t/τ)``, ``σ = softmax(s)``)::
+
+        d / d s_j = g · (u (σ_j - [j = target]) + (1 - u) τ (q_j - p_j))
+        d / d t_j = g · (1 - u) τ p_j ((log p_j - log q_j) - KL)
+
+    (derived in :mod:`augkd.kernels.triton.kd_loss`). Saved: ``q``, ``p`` and ``σ`` as float32 [B, C] (no
+    ``exp`` is recomputed in the backward, which dominates the CPU cost), the target and ``u``; plus
+    ``log p - log q`` and KL when the teacher needs a gradient. Eager calls work too (the tests use them).
+    """
+
+    @staticmethod
+    def forward(ctx, student, teacher, target, u, tau):  # type: ignore[override]
+        s32 = student.float()
+        log_q, q = _log_softmax_and_softmax(s32 / tau)
+        log_p, p = _log_softmax_and_softmax(teacher.float() / tau)
+        log_ratio = log_p - log_q
+        kl = (p * log_ratio).sum(dim=-1)
+        loss = (1.0 - u) * (tau * tau) * kl
+        sig = None
+        if target is not None:
+            log_sig, sig = _log_softmax_and_softmax(s32)
+            loss = loss - u * log_sig.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        need_t = ctx.needs_input_grad[1]
+        u_t = u if isinstance(u, torch.Tensor) else None
+        ctx.save_for_backward(q, p, sig, target, u_t, log_ratio if need_t else None, kl if need_t else None)
+        ctx.u_float, ctx.tau, ctx.dtypes = (None if u_t is not None else u), tau, (student.dtype, teacher.dtype)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_rows):  # type: ignore[override]
+        q, p, sig, target, u_t, log_ratio, kl = ctx.saved_tensors
+        u = u_t.unsqueeze(-1) if u_t is not None and u_t.dim() == 1 else (u_t if u_t is not None else ctx.u_float)
+        tau = ctx.tau
+        w = grad_rows.float().unsqueeze(-1)
+        grad_s = grad_t = None
+        if ctx.needs_input_grad[0]:
+            g = (1.0 - u) * tau * (q - p)
+            if target is not None:
+                onehot = torch.arange(q.shape[-1], device=q.device) == target.unsqueeze(-1)
+                g = g + u * (sig - onehot.float())
+            grad_s = (w * g).to(ctx.dtypes[0])
+        if ctx.needs_input_grad[1]:
+            grad_t = (w * (1.0 - u) * tau * p * (log_ratio - kl.unsqueeze(-1))).to(ctx.dtypes[1])
+        return grad_s, grad_t, None, None, None

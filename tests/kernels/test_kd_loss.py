@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from augkd.errors import InputError
 from augkd.kernels import kd_loss
-from augkd.kernels.reference import kd_loss_torch
+from augkd.kernels.reference import KDLossClosedForm, kd_loss_torch
 
 # (B, C): one class, a power of two, odd/prime sizes, more rows than one tile, wider than one tile of rows.
 _SHAPES = [(1, 1), (4, 16), (41, 10), (37, 1001)]
@@ -206,3 +206,23 @@ def test_kd_loss_bad_input(backend, kwargs, match):
     args.update(kwargs)
     with pytest.raises(InputError, match=match):
         kd_loss(**args, backend=backend)
+
+
+@pytest.mark.parametrize("with_target", [True, False])
+@pytest.mark.parametrize("u_kind", ["float", "per_sample"])
+def test_kd_loss_closed_form_matches_autograd(with_target, u_kind):
+    """The torch.compile path of the reference (hand-written backward) against autograd of the plain formula."""
+    student, teacher = torch.randn(2, 11, 7) * 3
+    target = torch.randint(0, 7, (11,)) if with_target else None
+    u = (torch.rand(11) if u_kind == "per_sample" else 0.4) if with_target else 0.0
+    grad_rows = torch.randn(11)
+    results = []
+    for closed in (False, True):
+        s, t = student.clone().requires_grad_(True), teacher.clone().requires_grad_(True)
+        if closed:
+            rows = KDLossClosedForm.apply(s, t, target, u, 3.0)
+        else:
+            rows = kd_loss_torch(s, t, target, u=u, tau=3.0, reduction="none")
+        results.append((rows, *torch.autograd.grad(rows, (s, t), grad_rows)))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
