@@ -54,7 +54,7 @@ def write_csv(rows: list[dict], path: Path, append: bool) -> None:
         writer.writerows(rows)
 
 
-def machine_info(device: str, threads: int, load_before: tuple[float, ...]) -> dict:
+def machine_info(device: str, threads: int, load_before: tuple[float, ...] | None) -> dict:
     """Environment facts for the JSON sidecar."""
     info = {
         **environment(device),

@@ -39,7 +39,8 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import torch
@@ -59,10 +60,11 @@ _BATCHES = (256, 1024, 2048, 4096)
 _CLASSES = (10, 31, 65, 1000)
 _IMAGE_BATCHES = {32: (256, 1024, 2048, 4096), 224: (64, 256, 1024, 2048)}
 _IMAGE_BATCHES_CPU = {32: (256, 1024, 2048, 4096), 224: (16, 64)}
-_QUICK = {"batches": (256, 2048), "classes": (10, 65), "images": {32: (256,), 224: (16,)}}
+_QUICK_BATCHES, _QUICK_CLASSES, _QUICK_IMAGES = (256, 2048), (10, 65), {32: (256,), 224: (16,)}
 _CPU_BUDGET_S = 1.0  # measured time per (case, provider) on CPU, spread over the repetitions
-_KD_ARGS = {"u": 0.5, "tau": 10.0}  # AuG-KD Module 3: 0.5 CE + 0.5 τ² KL with τ = 10
+_KD_U, _KD_TAU = 0.5, 10.0  # AuG-KD Module 3: 0.5 CE + 0.5 τ² KL with τ = 10
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_UTC = timezone.utc  # noqa: UP017 -- datetime.UTC is Python 3.11+, augkd supports 3.10
 _OP_PROVIDERS = ("torch", "compile", "triton")  # providers that run the op itself (copy is a yardstick)
 
 
@@ -86,9 +88,9 @@ def _kd_case(b: int, c: int, device: str, dtype: torch.dtype) -> Case:
     student = torch.randn(b, c, device=device, dtype=dtype, requires_grad=True)
     teacher = torch.randn(b, c, device=device, dtype=dtype)
     target = torch.randint(0, c, (b,), device=device)
-    cfg = {"B": b, "C": c, "dtype": str(dtype).replace("torch.", ""), **_KD_ARGS, "teacher_grad": False}
+    cfg = {"B": b, "C": c, "dtype": str(dtype).replace("torch.", ""), "u": _KD_U, "tau": _KD_TAU, "teacher_grad": False}
     case = Case("kd_loss", "B", b, cfg, b * c, b, student.element_size(), leaves=[student])
-    case.forward = {p: (lambda p=p: kd_loss(student, teacher, target, backend=p, **_KD_ARGS)) for p in _OP_PROVIDERS}
+    case.forward = {p: partial(kd_loss, student, teacher, target, _KD_U, _KD_TAU, backend=p) for p in _OP_PROVIDERS}
     case.grad_outputs = lambda loss: ([loss], [torch.ones_like(loss)])
     return case
 
@@ -98,7 +100,7 @@ def _uncertainty_case(b: int, c: int, device: str, dtype: torch.dtype) -> Case:
     g_energy, g_entropy = torch.randn(2, b, device=device)
     cfg = {"B": b, "C": c, "dtype": str(dtype).replace("torch.", ""), "tau": 1.0, "grads": "energy,entropy"}
     case = Case("uncertainty", "B", b, cfg, b * c, b, logits.element_size(), leaves=[logits])
-    case.forward = {p: (lambda p=p: uncertainty(logits, 1.0, backend=p)) for p in _OP_PROVIDERS}
+    case.forward = {p: partial(uncertainty, logits, 1.0, backend=p) for p in _OP_PROVIDERS}
     case.grad_outputs = lambda out: ([out.energy, out.entropy], [g_energy, g_entropy])
     return case
 
@@ -111,7 +113,7 @@ def _mixup_case(b: int, hw: int, device: str, dtype: torch.dtype) -> Case:
     grad_out = torch.randn(shape, device=device, dtype=dtype)
     cfg = {"B": b, "C": 3, "H": hw, "W": hw, "dtype": str(dtype).replace("torch.", ""), "s": "per-sample"}
     case = Case("fused_mixup", "B", b, cfg, x_gen.numel(), b, x_gen.element_size(), leaves=[x_gen, x_real])
-    case.forward = {p: (lambda p=p: fused_mixup(x_gen, x_real, s, _MEAN, _STD, backend=p)) for p in _OP_PROVIDERS}
+    case.forward = {p: partial(fused_mixup, x_gen, x_real, s, _MEAN, _STD, backend=p) for p in _OP_PROVIDERS}
     dst = torch.empty_like(x_real, requires_grad=False)
     src = x_real.detach()
     case.forward["copy"] = lambda: dst.copy_(src)
@@ -120,9 +122,9 @@ def _mixup_case(b: int, hw: int, device: str, dtype: torch.dtype) -> Case:
 
 
 def _cases(ops: Iterable[str], device: str, quick: bool, dtype: torch.dtype) -> Iterable[Case]:
-    batches = _QUICK["batches"] if quick else _BATCHES
-    classes = _QUICK["classes"] if quick else _CLASSES
-    images = _QUICK["images"] if quick else (_IMAGE_BATCHES if device.startswith("cuda") else _IMAGE_BATCHES_CPU)
+    batches = _QUICK_BATCHES if quick else _BATCHES
+    classes = _QUICK_CLASSES if quick else _CLASSES
+    images = _QUICK_IMAGES if quick else (_IMAGE_BATCHES if device.startswith("cuda") else _IMAGE_BATCHES_CPU)
     for op in ops:
         if op in ("kd_loss", "uncertainty"):
             make = _kd_case if op == "kd_loss" else _uncertainty_case
@@ -149,20 +151,20 @@ def _bytes(case: Case, mode: str, provider: str) -> int:
 def _step(case: Case, provider: str, mode: str) -> tuple[Callable[[], Any] | None, Callable[[], Any]]:
     """(untimed setup or None, timed callable) for one repetition of ``mode``."""
     fwd = case.forward[provider]
-    if mode == "forward":
+    grad_outputs = case.grad_outputs
+    if mode == "forward" or grad_outputs is None:
         return None, fwd
-    assert case.grad_outputs is not None
     if mode == "full":
 
         def full() -> Any:
-            outs, grads = case.grad_outputs(fwd())
+            outs, grads = grad_outputs(fwd())
             return torch.autograd.grad(outs, case.leaves, grads)
 
         return None, full
     state: dict[str, Any] = {}
 
     def setup() -> None:
-        state["outs"], state["grads"] = case.grad_outputs(fwd())
+        state["outs"], state["grads"] = grad_outputs(fwd())
 
     return setup, lambda: torch.autograd.grad(state["outs"], case.leaves, state["grads"])
 
@@ -333,7 +335,7 @@ def _rows_for(case: Case, provider: str, mode: str, t: tuple[float, float, float
         "x_value": case.x_value,
         "extra_config_json": json.dumps(case.config, sort_keys=True),
         **env,
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(_UTC).isoformat(timespec="seconds"),
     }
     time_row = {**base, "metric": "time", "unit": "ms", "p50": p50, "p20": p20, "p80": p80}
     bw_row = {**base, "metric": "bandwidth", "unit": "GB/s", "p50": gb / (p50 / 1e3)}
