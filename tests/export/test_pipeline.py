@@ -1,0 +1,141 @@
+"""export_model end to end on a trained student: parity and accuracy on real test images, int8, the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from augkd.errors import InputError  # noqa: E402
+from augkd.export import ExportCheckError, export_model  # noqa: E402
+from augkd.export.data import evaluation_data  # noqa: E402
+
+pytestmark = pytest.mark.export
+
+
+@pytest.fixture(scope="module")
+def exported(digits_student, tmp_path_factory):
+    """One full export (onnx + ort-int8 + quick latency) shared by the report tests."""
+    out = tmp_path_factory.mktemp("export")
+    report = export_model(digits_student, ["onnx", "ort-int8"], out, latency_batches=(1, 32), latency_iters=3)
+    return report, out
+
+
+def test_export_model_fp32_parity_on_test_split(exported):
+    report, _ = exported
+    onnx_art = report.artifact("onnx")
+    assert onnx_art.parity.reference == "torch fp32"
+    assert onnx_art.parity.samples == report.data["test_split_size"] == report.data["parity_samples"]
+    assert onnx_art.parity.max_abs_diff <= 1e-4
+    assert onnx_art.parity.top1_agreement == 1.0
+    assert onnx_art.accuracy.acc1 == pytest.approx(report.model["torch_acc1"])
+    assert report.model["torch_acc1"] > 0.5, "the fixture student should be trained (int8 checks need it)"
+    assert all(c.passed for c in onnx_art.checks)
+
+
+def test_export_model_int8_accuracy_within_bound(exported):
+    report, out = exported
+    art = report.artifact("ort-int8")
+    assert art.accuracy.reference == "onnx fp32"
+    assert art.accuracy.reference_acc1 == pytest.approx(report.artifact("onnx").accuracy.acc1)
+    assert art.accuracy.drop_points <= 1.0
+    q = art.details["quantization"]
+    assert q["calibration_samples"] == report.data["calibration_samples"] == 256
+    assert q["format"] == "qdq" and q["per_channel"] and q["activation_type"] == "uint8"
+    assert q["quantized_ops"].get("Conv", 0) >= 2 and q["dequantize_linear"] > 0
+    assert art.size_bytes < report.artifact("onnx").size_bytes  # int8 weights
+
+
+def test_export_model_report_files_and_fields(exported, digits_student):
+    report, out = exported
+    data = json.loads((out / "export_report.json").read_text())
+    assert data["passed"] is True and data["failures"] == []
+    env = data["environment"]
+    for key in ("augkd_version", "git_sha", "torch", "onnx", "onnxruntime", "onnxslim", "cpu", "physical_cores"):
+        assert env[key], key
+    assert "tensorrt" in env and "gpu" in env
+    model = data["model"]
+    assert model["arch"] == "cnn_tiny" and model["num_classes"] == 10
+    from augkd.checkpoint import load_model
+
+    net, _ = load_model(digits_student)
+    assert model["parameters"] == sum(p.numel() for p in net.parameters())
+    # cnn_tiny at 32×32: conv 3→8 at 32², conv 8→16 at 16², linear 16→10 (3×3 kernels)
+    assert model["macs"] == 32 * 32 * 8 * 3 * 9 + 16 * 16 * 16 * 8 * 9 + 16 * 10
+    assert "forward hooks" in model["macs_method"]
+    for art in data["artifacts"]:
+        assert art["size_bytes"] == (out / art["file"]).stat().st_size
+    assert data["onnx"]["exporter"] in ("dynamo", "legacy") and data["onnx"]["nodes_final"] > 0
+    assert data["onnx"]["opset"] >= 17
+    got = {(r["backend"], r["batch_size"]) for r in data["latency"]}
+    assert got == {(b, n) for b in ("torch", "ort", "ort-int8") for n in (1, 32)}
+    assert all(r["p50_ms"] > 0 and r["throughput"] > 0 and r["provider"] for r in data["latency"])
+    md = (out / "export_report.md").read_text()
+    assert "| onnx | `model.onnx`" in md and "| ort-int8 |" in md and "PASSED" in md
+
+
+def test_export_model_parity_failure_keeps_artifacts(digits_student, tmp_path):
+    """fp32 cannot reach 1e-12 against PyTorch: the export fails, but files and report are written first."""
+    with pytest.raises(ExportCheckError, match=r"max \|Δ\| .* > --atol 1e-12") as info:
+        export_model(digits_student, ["onnx"], tmp_path, exporter="legacy", atol=1e-12, latency=False)
+    assert (tmp_path / "model.onnx").is_file()
+    saved = json.loads((tmp_path / "export_report.json").read_text())
+    assert saved["passed"] is False and saved["failures"]
+    assert info.value.report.artifact("onnx").parity.max_abs_diff > 1e-12
+
+
+def test_export_model_with_preprocessing_run_dir(digits_run):
+    """A run directory: default out dir, the run's own split, a uint8-input graph checked against torch."""
+    report = export_model(digits_run, ["onnx"], exporter="legacy", with_preprocessing=True, softmax=True,
+                          parity_samples=50, latency=False)  # fmt: skip
+    assert report.out_dir == str(digits_run / "export")
+    assert (digits_run / "export" / "model.onnx").is_file()
+    assert report.onnx["input_dtype"] == "uint8" and report.onnx["output_name"] == "probabilities"
+    assert report.artifact("onnx").parity.max_abs_diff <= 1e-4
+    assert report.data["parity_samples"] == 50
+    assert "split.json" in report.data["origin"]
+
+
+def test_evaluation_data_uses_the_run_split(digits_run, digits_student):
+    from augkd.checkpoint import read_meta
+    from augkd.config import DataConfig
+    from augkd.data import load_domain
+
+    meta = read_meta(digits_run / "student.json")
+    ev = evaluation_data(digits_run, meta)
+    run_split = json.loads((digits_run / "split.json").read_text())
+    assert len(ev.test) == len(run_split["test"])
+    expected = load_domain(DataConfig(dataset="digits", image_size=32, split_seed=7)).test
+    assert torch.equal(ev.test.images, expected.images)
+    default = load_domain(DataConfig(dataset="digits", image_size=32)).test  # the sidecar's seed-0 split
+    assert not torch.equal(ev.test.images, default.images)
+    # a checkpoint alone recomputes its split from the sidecar's extra["data"]
+    ev2 = evaluation_data(digits_student, read_meta(digits_student.with_suffix(".json")))
+    assert torch.equal(ev2.test.images, default.images)
+    assert "extra['data']" in ev2.origin
+
+
+def test_evaluation_data_needs_data(tmp_path, digits_student):
+    from augkd.checkpoint import read_meta
+
+    meta = read_meta(digits_student.with_suffix(".json")).model_copy(update={"extra": {}})
+    with pytest.raises(InputError, match="pass --data DATASET"):
+        evaluation_data(tmp_path / "student.safetensors", meta)
+    ev = evaluation_data(tmp_path / "student.safetensors", meta, "digits")
+    assert ev.origin.startswith("--data digits") and len(ev.test) > 0
+    with pytest.raises(InputError, match="neither a built-in"):
+        evaluation_data(tmp_path / "student.safetensors", meta, "no-such-dataset")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"formats": ["onnx", "ort-int9"]}, "unknown export format 'ort-int9': did you mean 'ort-int8'"),
+     ({"atol": -1.0}, "--atol must be >= 0"), ({"min_agreement": 99.9}, "fraction in"),
+     ({"calibration": 0}, "--calibration must be >= 1"), ({"max_acc_drop": -0.5}, "--max-acc-drop")],
+)  # fmt: skip
+def test_export_model_bad_options(digits_student, tmp_path, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        export_model(digits_student, out_dir=tmp_path, **kwargs)
