@@ -18,6 +18,8 @@ Backward, with ``g = grad_out / std[c]`` (``g = grad_out`` without normalisation
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import triton
 import triton.language as tl
@@ -157,8 +159,8 @@ def fused_mixup_triton(
     x_gen: torch.Tensor,
     x_real: torch.Tensor,
     s: float | torch.Tensor,
-    mean=None,
-    std=None,
+    mean: Sequence[float] | torch.Tensor | None = None,
+    std: Sequence[float] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Triton launcher of :func:`augkd.kernels.reference.fused_mixup_torch` (same arguments and result).
 
