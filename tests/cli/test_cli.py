@@ -72,14 +72,14 @@ def test_wrong_class_count_is_an_error(tmp_path):
 def test_eval_builtin_teacher_json():
     res = _run("eval", "ccexam-svhn", "--data", "digits", "--split", "test", "--json")
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)
     assert out["arch"] == "ccexam-svhn" and 0.3 < out["acc1"] <= 1.0 and out["n"] > 100
 
 
 def test_doctor_is_truthful_here():
     res = _run("doctor", "--json")
     assert res.exit_code == 0, res.output
-    info = json.loads(res.output)["environment"]
+    info = json.loads(res.stdout)["environment"]
     import torch
 
     assert info["cuda_available"] == torch.cuda.is_available()
