@@ -76,14 +76,18 @@ def read_meta(path: str | Path) -> ModelMeta:
         raise InputError(f"checkpoint sidecar {str(path)!r} is not valid JSON: {exc}") from exc
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise InputError(f"checkpoint sidecar {str(path)!r} is invalid: {'.'.join(map(str, err['loc']))}: {err['msg']}") from exc
+        raise InputError(
+            f"checkpoint sidecar {str(path)!r} is invalid: {'.'.join(map(str, err['loc']))}: {err['msg']}"
+        ) from exc
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file, or a .pt/.pth state_dict read with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"checkpoint not found: {str(path)!r}; pass a .safetensors file, a .pt state_dict or a run directory")
+        raise InputError(
+            f"checkpoint not found: {str(path)!r}; pass a .safetensors file, a .pt state_dict or a run directory"
+        )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -91,7 +95,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise InputError(f"checkpoint {str(path)!r} is not a readable safetensors file ({exc})".splitlines()[0]) from exc
+            raise InputError(
+                f"checkpoint {str(path)!r} is not a readable safetensors file ({exc})".splitlines()[0]
+            ) from exc
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

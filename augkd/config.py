@@ -209,7 +209,9 @@ def _check_keys(model: type[BaseModel], data: dict[str, Any], prefix: list[str])
         if key not in names:
             full = ".".join([*prefix, key])
             close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {'.'.join([*prefix, close[0]])!r}?" if close else f"; valid keys: {', '.join(names)}"
+            hint = (
+                f"; did you mean {'.'.join([*prefix, close[0]])!r}?" if close else f"; valid keys: {', '.join(names)}"
+            )
             raise ConfigError(f"unknown config key {full!r}{hint}")
         sub, _ = _fields_of(model, [*prefix, key])
         if sub is not None and isinstance(value, dict) and key != "kwargs":
@@ -292,7 +294,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, model: type[C] = DistillConfig  # type: ignore[assignment]
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    model: type[C] = DistillConfig,  # type: ignore[assignment]
 ) -> C:
     """Load a config: defaults < YAML file ``path`` < ``overrides`` (``["a.b=c", ...]``)."""
     data = read_yaml(path) if path is not None else {}

@@ -21,7 +21,9 @@ from augkd.utils import atomic_write_json, resolve_device, seed_everything
 logger = logging.getLogger(__name__)
 
 
-def train_teacher(cfg: TeacherTrainConfig, out_dir: str | Path = "runs/teacher", progress: Any = None) -> dict[str, Any]:
+def train_teacher(
+    cfg: TeacherTrainConfig, out_dir: str | Path = "runs/teacher", progress: Any = None
+) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data`` with CE; the best eval-split epoch is saved as ``teacher.safetensors``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

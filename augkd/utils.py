@@ -69,7 +69,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(device: str = "auto") -> "torch.device":  # noqa: F821
+def resolve_device(device: str = "auto") -> torch.device:  # noqa: F821
     """Turn ``"auto"`` / ``"cpu"`` / ``"cuda"`` / ``"cuda:1"`` into a ``torch.device``."""
     import torch
 

@@ -31,6 +31,7 @@ app.command("eval")(_train.eval_cmd)
 app.command("doctor")(_doctor.doctor_cmd)
 # export / bench (augkd.cli.export, augkd.cli.bench) register below
 from augkd.cli import bench as _bench, export as _export  # noqa: E402, I001
+
 app.command("export")(_export.export_cmd)
 app.add_typer(_bench.bench_app, name="bench")
 # --- end of registration ---

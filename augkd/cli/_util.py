@@ -100,7 +100,9 @@ def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             print_user_error(exc)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            print_user_error(KeyboardInterrupt("interrupted: checkpoints of completed epochs are kept; resume with --resume"))
+            print_user_error(
+                KeyboardInterrupt("interrupted: checkpoints of completed epochs are kept; resume with --resume")
+            )
             raise typer.Exit(130) from None
 
     return wrapper

@@ -30,9 +30,16 @@ def distill_cmd(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     out: OutOpt = None,
-    method: Annotated[Optional[str], typer.Option("--method", "-m", help="augkd, scratch, kd, dfkd, dfkd-ft, augkd-no-anchor, augkd-no-mixup.")] = None,  # noqa: E501, UP045
-    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2,3,4 (one run each).")] = None,  # noqa: E501, UP045
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory.", file_okay=False)] = None,  # noqa: E501, UP045
+    method: Annotated[
+        Optional[str],
+        typer.Option("--method", "-m", help="augkd, scratch, kd, dfkd, dfkd-ft, augkd-no-anchor, augkd-no-mixup."),
+    ] = None,  # noqa: E501, UP045
+    seeds: Annotated[
+        Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2,3,4 (one run each).")
+    ] = None,  # noqa: E501, UP045
+    resume: Annotated[
+        Optional[Path], typer.Option("--resume", help="Continue the run in this directory.", file_okay=False)
+    ] = None,  # noqa: E501, UP045
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -78,7 +85,9 @@ def _report_summary(summary: dict, out_dir: Path, json_out: bool) -> None:
 
 @cli_errors
 def compare_cmd(
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")] = "scratch,kd,dfkd,dfkd-ft,augkd,augkd-no-anchor,augkd-no-mixup",  # noqa: E501
+    methods: Annotated[
+        str, typer.Option("--methods", help="Comma-separated methods.")
+    ] = "scratch,kd,dfkd,dfkd-ft,augkd,augkd-no-anchor,augkd-no-mixup",  # noqa: E501
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds.")] = "0,1,2,3,4",
     config: ConfigOpt = None,
     overrides: SetOpt = None,
@@ -123,8 +132,12 @@ def teacher_cmd(
 
 @cli_errors
 def eval_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="Run directory, .safetensors/.pt checkpoint, or built-in teacher name.")],  # noqa: E501
-    data: Annotated[Optional[str], typer.Option("--data", help="Dataset (built-in name or folder); default: the checkpoint's own.")] = None,  # noqa: E501, UP045
+    checkpoint: Annotated[
+        str, typer.Argument(help="Run directory, .safetensors/.pt checkpoint, or built-in teacher name.")
+    ],  # noqa: E501
+    data: Annotated[
+        Optional[str], typer.Option("--data", help="Dataset (built-in name or folder); default: the checkpoint's own.")
+    ] = None,  # noqa: E501, UP045
     split: Annotated[str, typer.Option("--split", help="train, eval, test or all.")] = "test",
     config: ConfigOpt = None,
     overrides: SetOpt = None,

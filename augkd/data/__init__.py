@@ -62,7 +62,7 @@ class DomainData:
         return self.train.num_classes
 
 
-def load_domain(cfg: "DataConfig", run_dir: str | Path | None = None) -> DomainData:  # noqa: F821
+def load_domain(cfg: DataConfig, run_dir: str | Path | None = None) -> DomainData:  # noqa: F821
     """Load ``cfg.dataset`` and split it; the split is read from / written to ``run_dir/split.json``."""
     full = load_dataset(cfg.dataset, cfg.image_size, cfg.root, cfg.skip_bad_files, cfg.max_per_class)
     split_file = Path(run_dir) / "split.json" if run_dir is not None else None

@@ -24,7 +24,9 @@ def _decode(path: Path, size: int) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
-def _decode_all(files: list[Path], size: int, skip_bad: bool, progress: bool = False) -> tuple[list[np.ndarray], list[int], list[str]]:
+def _decode_all(
+    files: list[Path], size: int, skip_bad: bool, progress: bool = False
+) -> tuple[list[np.ndarray], list[int], list[str]]:
     from PIL import UnidentifiedImageError
 
     arrays, kept, bad = [], [], []

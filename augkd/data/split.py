@@ -65,5 +65,7 @@ def load_split(path: str | Path, labels: torch.Tensor) -> dict[str, torch.Tensor
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"split file {str(path)!r} is unreadable ({exc})") from exc
     if data.get("fingerprint") != labels_fingerprint(labels):
-        raise InputError(f"split file {str(path)!r} was made for other data (fingerprint mismatch): use a new run directory")
+        raise InputError(
+            f"split file {str(path)!r} was made for other data (fingerprint mismatch): use a new run directory"
+        )
     return {k: torch.tensor(data[k], dtype=torch.long) for k in SPLITS}

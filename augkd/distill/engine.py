@@ -121,7 +121,9 @@ class Stage:
 
     # --- selection -------------------------------------------------------------------------------
     def update_best(self, ctx: RunContext, score: float, epoch: int) -> bool:
-        better = self.best_score is None or (score > self.best_score if self.higher_is_better else score < self.best_score)
+        better = self.best_score is None or (
+            score > self.best_score if self.higher_is_better else score < self.best_score
+        )
         if better:
             self.best_score, self.best_epoch = score, epoch
             self.best_state = {n: copy.deepcopy(ctx.nets[n].state_dict()) for n in self.trains}

@@ -55,7 +55,7 @@ class BNStatsHook:
 
 
 def generator_loss(
-    t_logits: torch.Tensor, s_logits: torch.Tensor, bn_loss: torch.Tensor | None, cfg: "Module1Config",  # noqa: F821
+    t_logits: torch.Tensor, s_logits: torch.Tensor, bn_loss: torch.Tensor | None, cfg: Module1Config,  # noqa: F821
     backend: str | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """L_G = −w_adv·KL(T‖S) + w_ce·CE(T, argmax T) + w_balance·Σ p̄ log₁₀ p̄ + w_bn·BN (Module 1)."""
@@ -70,7 +70,9 @@ def generator_loss(
     return {"loss": total, "kl": kl.detach(), "ce": ce.detach(), "balance": balance.detach(), "bn": bn.detach()}
 
 
-def encoder_loss(z_hat: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float) -> torch.Tensor:
+def encoder_loss(
+    z_hat: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float
+) -> torch.Tensor:
     """(1/B)[Σ‖ẑ − z‖² + w·(−½)Σ(1 + log σ² − μ² − σ²)] (the official VAE encoder loss)."""
     b = z.shape[0]
     mse = (z_hat - z).pow(2).sum()
@@ -86,7 +88,11 @@ def mask_penalty(m: torch.Tensor, invariant: float, form: str) -> torch.Tensor:
 
 
 def anchor_loss(
-    t_logits: torch.Tensor, y: torch.Tensor, m: torch.Tensor, cfg: "Module2Config", backend: str | None = None  # noqa: F821
+    t_logits: torch.Tensor,
+    y: torch.Tensor,
+    m: torch.Tensor,
+    cfg: Module2Config,
+    backend: str | None = None,  # noqa: F821
 ) -> dict[str, torch.Tensor]:
     """L_A = mean energy(T(G(z_a))) + w_mask·mask penalty + w_ce·CE(T(G(z_a)), y) (Module 2)."""
     energy = uncertainty(t_logits.float(), tau=cfg.tau, backend=backend).energy.mean()

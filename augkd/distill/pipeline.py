@@ -15,8 +15,7 @@ import torch
 from augkd.checkpoint import ModelMeta, load_model, save_model
 from augkd.config import DistillConfig, config_to_dict, load_config, save_config
 from augkd.data import DomainData, load_domain
-from augkd.distill.engine import RunContext, pick_precision, run_stages
-from augkd.distill.engine import load_stage_nets
+from augkd.distill.engine import RunContext, load_stage_nets, pick_precision, run_stages
 from augkd.distill.stages import DataFreeStage, MixupStage, build_stages, needs_generative
 from augkd.errors import ConfigError, InputError
 from augkd.evaluate import FrozenTeacher, Normalize, accuracy
@@ -66,7 +65,9 @@ def _prepare_run_dir(cfg: DistillConfig, run_dir: Path, resume: bool) -> Distill
             raise InputError(f"cannot resume: {str(run_dir)!r} has no config.yaml (is it a run directory?)")
         return load_config(run_dir / "config.yaml")
     if state.is_file() or (run_dir / "student.safetensors").is_file():
-        raise InputError(f"run directory {str(run_dir)!r} already holds a run: pass --resume to continue it or a new --out")
+        raise InputError(
+            f"run directory {str(run_dir)!r} already holds a run: pass --resume to continue it or a new --out"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     return cfg
@@ -258,7 +259,9 @@ def summarize(results: dict[str, list[dict[str, Any]]], teacher: dict[str, float
 def summary_markdown(summary: dict[str, Any]) -> str:
     t = summary["teacher_source_only"]
     lines = ["| method | Acc@1 | Acc@3 | Acc@5 | seeds | time/run (s) |", "|---|---|---|---|---|---|"]
-    lines.append(f"| teacher (source only) | {100 * t['acc1']:.1f} | {100 * t['acc3']:.1f} | {100 * t['acc5']:.1f} | - | - |")
+    lines.append(
+        f"| teacher (source only) | {100 * t['acc1']:.1f} | {100 * t['acc3']:.1f} | {100 * t['acc5']:.1f} | - | - |"
+    )
     for m, r in summary["methods"].items():
         cells = " | ".join(f"{100 * r[f'{k}_mean']:.1f} ± {100 * r[f'{k}_std']:.1f}" for k in ("acc1", "acc3", "acc5"))
         lines.append(f"| {m} | {cells} | {len(r['seeds'])} | {r['total_s_mean']:.0f} |")

@@ -347,7 +347,7 @@ class SupervisedStage(Stage):
         return _student_eval(ctx)
 
 
-def build_stages(ctx_cfg: "DistillConfig") -> list[Stage]:  # noqa: F821
+def build_stages(ctx_cfg: DistillConfig) -> list[Stage]:  # noqa: F821
     """The stage list of each method (decisions.md): one engine, methods are configs."""
     c = ctx_cfg
     m1 = DataFreeStage(c.module1.epochs)
@@ -371,4 +371,3 @@ def build_stages(ctx_cfg: "DistillConfig") -> list[Stage]:  # noqa: F821
 
 def needs_generative(method: str) -> bool:
     return method not in ("scratch", "kd")
-

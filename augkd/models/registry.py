@@ -40,9 +40,7 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(
-    name: str, **info: Any
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(name: str, **info: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register ``fn(num_classes=..., **kw) -> nn.Module`` under ``name``."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

@@ -118,6 +118,8 @@ def test_compare_shares_module1_and_writes_summary(tmp_path):
     a = load_state_dict_file(tmp_path / "dfkd" / "seed1" / "student.safetensors")
     b = load_state_dict_file(tmp_path / "dfkd" / "seed1" / "checkpoints" / "module1" / "student.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    bad = cfg.model_copy(update={"module1": cfg.module1.model_copy(update={"init_from": str(tmp_path / "scratch" / "seed0")})})
+    bad = cfg.model_copy(
+        update={"module1": cfg.module1.model_copy(update={"init_from": str(tmp_path / "scratch" / "seed0")})}
+    )
     with pytest.raises(InputError, match="not a run directory with a finished Module 1"):
         distill(bad, tmp_path / "x")

@@ -14,7 +14,9 @@ def _n(m):
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "efficientnet_b0", "cnn_small"])
+@pytest.mark.parametrize(
+    "arch", ["resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "efficientnet_b0", "cnn_small"]
+)
 def test_registry_builds_classifiers(arch):
     m = create_model(arch, num_classes=7).eval()
     assert m(torch.rand(2, 3, 32, 32)).shape == (2, 7)
