@@ -96,7 +96,8 @@ class Stage:
     """One trainable phase. Subclasses fill in ``setup``, ``train_epoch`` and ``validate``."""
 
     name = "stage"
-    trains: tuple[str, ...] = ()  # networks this stage updates (their best weights are kept)
+    trains: tuple[str, ...] = ()  # networks this stage updates (saved as the stage's checkpoints)
+    selected: tuple[str, ...] | None = None  # networks restored to their best epoch at the end (default: trains)
     higher_is_better = True
 
     def __init__(self, epochs: int) -> None:
@@ -126,7 +127,8 @@ class Stage:
         )
         if better:
             self.best_score, self.best_epoch = score, epoch
-            self.best_state = {n: copy.deepcopy(ctx.nets[n].state_dict()) for n in self.trains}
+            keep = self.selected if self.selected is not None else self.trains
+            self.best_state = {n: copy.deepcopy(ctx.nets[n].state_dict()) for n in keep}
         return better
 
     def finish(self, ctx: RunContext) -> None:

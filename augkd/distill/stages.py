@@ -41,6 +41,9 @@ class DataFreeStage(Stage):
 
     name = "module1"
     trains = ("student", "generator", "encoder")
+    # The student is restored to its best eval-split epoch; G and E keep their last epoch: the student's
+    # accuracy on real data says nothing about which generator is best, and training only improves it.
+    selected = ("student",)
 
     def __init__(self, epochs: int) -> None:
         super().__init__(epochs)
