@@ -123,7 +123,14 @@ def teacher_cmd(
     from augkd.teacher import train_teacher
 
     cfg = load_config(config, list(overrides or []), model=TeacherTrainConfig)
-    res = train_teacher(cfg, out or Path("runs") / "teacher")
+    out_dir = out or Path("runs") / "teacher"
+    if show_progress(quiet):
+        from augkd.distill.pipeline import _progress
+
+        with _progress() as prog:
+            res = train_teacher(cfg, out_dir, progress=prog)
+    else:
+        res = train_teacher(cfg, out_dir)
     if json_out:
         print_json(res)
     else:
