@@ -34,6 +34,9 @@ from augkd.cli import bench as _bench, export as _export  # noqa: E402, I001
 
 app.command("export")(_export.export_cmd)
 app.add_typer(_bench.bench_app, name="bench")
+from augkd.cli import bench_kernels as _bench_kernels  # noqa: E402
+
+_bench.bench_app.command("kernels")(_bench_kernels.kernels_cmd)
 # --- end of registration ---
 
 

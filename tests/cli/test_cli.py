@@ -111,3 +111,15 @@ def test_import_is_lean():
             "if m in sys.modules]; import torch; print(bad, torch.cuda.is_initialized())")  # fmt: skip
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.strip() == "[] False", res.stdout + res.stderr
+
+
+def test_bench_kernels_cli(tmp_path):
+    out = tmp_path / "k.csv"
+    res = _run("bench", "kernels", "--quick", "--ops", "uncertainty", "--providers", "torch", "--modes", "forward",
+               "--out", str(out), "--json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert rows and {r["op"] for r in rows} == {"uncertainty"} and out.is_file()
+    assert all(r["p50"] > 0 for r in rows if r["metric"] == "time")
+    res = _run("bench", "kernels", "--ops", "nope")
+    _assert_one_line_error(res, "nope")
