@@ -13,6 +13,9 @@ Providers:
 Modes: ``forward``; ``backward`` (the backward alone: each repetition runs a fresh, untimed forward, because a
 compiled backward cannot be replayed with ``retain_graph``); ``full`` (forward + backward).
 
+Compilation: by default the compiled code is dropped (``torch._dynamo.reset()``) whenever a size other than the
+batch changes, so each class count / image size is compiled for static sizes, as in training.
+
 Timing: on CUDA ``triton.testing.do_bench`` with quantiles [0.5, 0.2, 0.8] for forward/full, and CUDA events
 around each backward for backward; on CPU a ``time.perf_counter`` loop after warm-up whose repetitions
 alternate between the providers (so that load from other processes hits all providers alike), reporting the
@@ -280,6 +283,7 @@ def run_kernel_bench(
     device: str | None = None,
     quick: bool = False,
     dtype: torch.dtype = torch.float32,
+    fresh_compile: bool = True,
 ) -> list[dict[str, Any]]:
     """Time the kernel ops and return tidy rows (see :data:`ROW_FIELDS`).
 
@@ -291,6 +295,10 @@ def run_kernel_bench(
         device: "cuda", "cuda:1", "cpu"... (default: CUDA when present, else CPU).
         quick: A few small sizes only (seconds per op on CPU, apart from compilation).
         dtype: Input dtype.
+        fresh_compile: Reset ``torch._dynamo`` (which drops every compiled function in this process) whenever
+            the sizes other than the batch change, so that the compile provider is measured with those sizes
+            static, as in a training run (C and the image size are fixed there), instead of with the
+            shape-generic code that Dynamo switches to after seeing several class counts.
 
     Returns:
         For each (op, size, provider, mode): a ``time`` row (ms) and a ``bandwidth`` row (GB/s, from the byte
@@ -311,7 +319,12 @@ def run_kernel_bench(
     providers = _providers_for(device, providers)
     env = environment(device)
     rows: list[dict[str, Any]] = []
+    group: tuple | None = None
     for case in _cases(ops, device, quick, dtype):
+        shape_group = (case.op, *sorted((k, v) for k, v in case.config.items() if k != case.x_name))
+        if "compile" in providers and fresh_compile and shape_group != group:
+            _reset_compiled()
+        group = shape_group
         for mode in modes:
             names = [p for p in providers if p in case.forward and (p != "copy" or mode == "forward")]
             steps = {p: _step(case, p, mode) for p in names}
@@ -322,6 +335,14 @@ def run_kernel_bench(
             for p in names:
                 rows.extend(_rows_for(case, p, mode, timings[p], env))
     return rows
+
+
+def _reset_compiled() -> None:
+    """Forget compiled code: the next COMPILE call traces and compiles for the shapes it sees."""
+    from ._dispatch import _COMPILED
+
+    _COMPILED.clear()
+    torch._dynamo.reset()
 
 
 def _rows_for(case: Case, provider: str, mode: str, t: tuple[float, float, float], env: dict) -> list[dict]:
