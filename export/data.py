@@ -51,10 +51,17 @@ class EvaluationData:
     std: tuple[float, ...]
     in_chans: int = 3
 
-    def test_batch(self, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``limit`` test images (uint8 ``[N, C, S, S]``) and labels, in split order."""
-        n = len(self.test) if limit is None else min(limit, len(self.test))
-        return self._chans(self.test.images[:n]), self.test.labels[:n]
+    def test_batch(self, limit: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test images (uint8 ``[N, C, S, S]``) and labels: all of them, or a seeded random subset of ``limit``.
+
+        A subset is drawn at random (then kept in split order) because splits are often sorted by class:
+        the first ``limit`` images could all be one class.
+        """
+        n = len(self.test)
+        if limit is None or limit >= n:
+            return self._chans(self.test.images), self.test.labels
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+        return self._chans(self.test.images[idx]), self.test.labels[idx]
 
     def calibration_images(self, n: int, seed: int = 0) -> torch.Tensor:
         """``n`` training images (uint8), a seeded random subset of the TRAIN split (never the test split)."""
@@ -97,7 +104,7 @@ def _data_config(raw: Any, where: str, image_size: int) -> DataConfig:
     if isinstance(raw, DataConfig):
         cfg = raw
     elif isinstance(raw, str):
-        cfg = DataConfig(dataset=raw, image_size=image_size)
+        cfg = DataConfig.model_validate({"dataset": raw, "image_size": image_size})
     elif isinstance(raw, dict):
         try:
             cfg = DataConfig.model_validate(raw)

@@ -67,7 +67,8 @@ def measure_latency(
         min_iters: lower bound on timed calls with ``duration``.
 
     Returns:
-        ``batch_size, iters, warmup, mean_ms, std_ms, min_ms, p50_ms, p90_ms, p99_ms, throughput`` (samples/s)
+        ``batch_size, iters, warmup, mean_ms, std_ms, min_ms, p20_ms, p50_ms, p80_ms, p90_ms, p99_ms, throughput``
+        (samples/s, from the mean)
         and ``first_call_ms`` (the first warm-up call: compile time for torch.compile).
     """
     if warmup < 0 or iters < 1 or (duration is not None and duration <= 0):
@@ -104,7 +105,9 @@ def measure_latency(
         "mean_ms": mean,
         "std_ms": float(ms.std()),
         "min_ms": float(ms.min()),
+        "p20_ms": float(np.percentile(ms, 20)),
         "p50_ms": float(np.percentile(ms, 50)),
+        "p80_ms": float(np.percentile(ms, 80)),
         "p90_ms": float(np.percentile(ms, 90)),
         "p99_ms": float(np.percentile(ms, 99)),
         "throughput": bs * 1000.0 / mean if mean > 0 else float("inf"),
@@ -188,7 +191,7 @@ def time_backend(
     """Rows for one backend: the first ``b`` of the same uint8 ``images`` for each batch size ``b``."""
     rows = []
     for b in batches:
-        x = backend.prepare(_take(images, b))
+        x = backend.prepare(take_batch(images, b))
         stats = measure_latency(backend.fn, x, warmup=warmup, iters=iters, duration=duration, batch_size=b,
                                 sync=backend.sync)  # fmt: skip
         note = backend.note
@@ -202,7 +205,7 @@ def time_backend(
     return rows
 
 
-def _take(images: torch.Tensor, n: int) -> torch.Tensor:
+def take_batch(images: torch.Tensor, n: int) -> torch.Tensor:
     """The first ``n`` images, repeating the set when it is smaller than ``n``."""
     if n < 1:
         raise InputError(f"batch sizes must be >= 1, got {n}")
@@ -218,7 +221,9 @@ def release(backend: BackendRunner | None) -> None:
     gc.collect()
 
 
-def parse_list(value: str | Sequence[str] | None, allowed: Sequence[str] | None = None, what: str = "value") -> list[str]:
+def parse_list(
+    value: str | Sequence[str] | None, allowed: Sequence[str] | None = None, what: str = "value"
+) -> list[str]:
     """``"a,b"`` or ``["a", "b,c"]`` → ``["a", "b", "c"]``, checked against ``allowed`` (with a close match)."""
     import difflib
 
@@ -344,7 +349,8 @@ def _bench_images(src: Source, data: str | None, n: int) -> tuple[torch.Tensor, 
         return (torch.randint(0, 256, (n, c, s, s), dtype=torch.uint8, generator=g),
                 "inputs: seeded random uint8 images (no student-domain data found; pass --data)", None)  # fmt: skip
     images, _ = ev.test_batch(n)
-    return images, f"inputs: the first {n} images of the {ev.test_split} split ({ev.origin})", ev
+    return images, (f"inputs: {len(images)} images of the {ev.test_split} split (seeded random subset, repeated up "
+                    f"to the largest batch), the same for every backend; data from {ev.origin}"), ev  # fmt: skip
 
 
 def _make_backend(
@@ -381,7 +387,8 @@ def latency_markdown(result: dict[str, Any]) -> str:
         "",
         f"- {result.get('created')}; CPU {env.get('cpu')} ({env.get('physical_cores')} physical cores), GPU "
         f"{env.get('gpu') or 'none'}; load average (1 min) at start {env.get('load_average_1m')}",
-        f"- torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, TensorRT {env.get('tensorrt') or 'not installed'}; "
+        f"- torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
+        f"TensorRT {env.get('tensorrt') or 'not installed'}; "
         f"augkd {env.get('augkd_version')} (git {env.get('git_sha')})",
         f"- threads {s.get('threads')} (torch and ONNX Runtime intra-op), warm-up {s.get('warmup')}, "
         + (f"{s.get('duration')} s per cell" if s.get("duration") else f"{s.get('iters')} timed iterations per cell"),

@@ -44,6 +44,9 @@ class ExportWrapper(nn.Module):
     ``(x.float() / 255 − mean) / std`` before the model. With ``softmax=True`` it returns probabilities.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self, model: nn.Module, mean: list[float] | None = None, std: list[float] | None = None, softmax: bool = False
     ) -> None:
@@ -118,17 +121,20 @@ def _export_dynamo(module: nn.Module, example: torch.Tensor, opset: int, output_
 
 
 def _export_legacy(module: nn.Module, example: torch.Tensor, opset: int, output_name: str) -> onnx.ModelProto:
+    import tempfile
+
     import onnx
 
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, (example,), buf, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[output_name], dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
-            do_constant_folding=True,
-        )  # fmt: skip
-    return onnx.load_from_string(buf.getvalue())
+    with tempfile.TemporaryDirectory(prefix="augkd-onnx-") as tmp:
+        path = Path(tmp) / "legacy.onnx"
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (example,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=[output_name], dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
+                do_constant_folding=True,
+            )  # fmt: skip
+        return onnx.load(str(path))
 
 
 def _check(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -154,9 +160,7 @@ def _simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
         return model, f"onnxslim failed: {_first_line(exc)}"
 
 
-def _run_exporter(
-    name: str, module: nn.Module, example: torch.Tensor, opset: int, output_name: str
-) -> onnx.ModelProto:
+def _run_exporter(name: str, module: nn.Module, example: torch.Tensor, opset: int, output_name: str) -> onnx.ModelProto:
     fn = _export_dynamo if name == "dynamo" else _export_legacy
     with torch.no_grad():
         model = fn(module, example, opset, output_name)
@@ -244,7 +248,7 @@ def export_onnx(
         raise ExportError(f"ONNX export failed ({'; '.join(reasons)}); try --exporter legacy or --opset 17")
     fallback_reason = reasons[0] if reasons else None
     nodes_exported = count_nodes(proto)
-    simplify_note = "disabled"
+    simplify_note: str | None = "disabled"
     if simplify:
         proto, simplify_note = _simplify(proto)
 

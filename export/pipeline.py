@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +25,10 @@ from augkd.errors import InputError
 from augkd.export.artifacts import ARTIFACT_FILES, FINGERPRINT_KEY
 from augkd.export.errors import ExportCheckError
 from augkd.export.report import ArtifactReport, ExportReport, LatencyRow
+
+if TYPE_CHECKING:
+    from augkd.export.data import EvaluationData
+    from augkd.export.source import Source
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +40,7 @@ PARITY_CAP = 2000  # default cap on parity/accuracy images (the whole test split
 
 
 def parse_formats(formats: str | Sequence[str] | None) -> list[str]:
-    """Validated formats (``"onnx,ort-int8"`` or a list); ``onnx`` is always exported first (the others derive from it)."""
+    """Validated formats (``"onnx,ort-int8"`` or a list); ``onnx`` always comes first (the others derive from it)."""
     from augkd.export.latency import parse_list
 
     names = parse_list(formats, EXPORT_FORMATS, "export format") if formats else list(DEFAULT_FORMATS)
@@ -145,8 +150,14 @@ def export_model(
                    with_preprocessing=with_preprocessing, softmax=softmax)  # fmt: skip
     onnx_info = ctx.export_fp32(exporter, opset, simplify)
     artifacts = [ctx.check_onnx(atol, min_agreement)]
-    quant = {"calibration": calibration, "method": calibration_method, "activation_type": activation_type,
-             "quant_format": quant_format, "per_channel": per_channel, "exclude_first_last": exclude_first_last}  # fmt: skip
+    quant = {
+        "calibration": calibration,
+        "method": calibration_method,
+        "activation_type": activation_type,
+        "quant_format": quant_format,
+        "per_channel": per_channel,
+        "exclude_first_last": exclude_first_last,
+    }
     if "ort-int8" in fmts:
         artifacts.append(ctx.ort_int8(quant, max_acc_drop))
     for fmt in (f for f in fmts if f.startswith("tensorrt")):
@@ -187,14 +198,22 @@ def _macs_method() -> str:
     return MACS_METHOD
 
 
+@dataclass
 class _Context:
     """State shared by the export steps (one instance per :func:`export_model` call)."""
 
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
-        self.notes: list[str] = []
-        self.reference = torch.empty(0)
-        self.onnx_outputs = torch.empty(0)
+    src: Source
+    out: Path
+    ev: EvaluationData
+    model_input: torch.Tensor  # the test images as the graph takes them (normalised floats or uint8)
+    labels: torch.Tensor
+    threads: int
+    with_preprocessing: bool
+    softmax: bool
+    notes: list[str] = field(default_factory=list)
+    reference: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # torch outputs on model_input
+    onnx_outputs: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # fp32 ONNX Runtime outputs
+    onnx_path: Path = field(default_factory=Path)
 
     # -- fp32 ONNX -----------------------------------------------------------------------------------------------
     def export_fp32(self, exporter: str, opset: int, simplify: bool) -> Any:
@@ -298,7 +317,14 @@ class _Context:
 
     # -- quick latency -------------------------------------------------------------------------------------------
     def latency(self, fmts: list[str], batches: Sequence[int], iters: int) -> list[LatencyRow]:
-        from augkd.export.latency import ort_backend, release, tensorrt_backend, time_backend, torch_backend, torch_threads
+        from augkd.export.latency import (
+            ort_backend,
+            release,
+            tensorrt_backend,
+            time_backend,
+            torch_backend,
+            torch_threads,
+        )
         from augkd.export.onnx import ExportWrapper
 
         images, _ = self.ev.test_batch(max(batches))

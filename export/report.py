@@ -89,7 +89,9 @@ class LatencyRow(BaseModel):
     backend: str
     batch_size: int
     mean_ms: float
+    p20_ms: float | None = None
     p50_ms: float
+    p80_ms: float | None = None
     p90_ms: float
     p99_ms: float
     min_ms: float
@@ -165,9 +167,11 @@ def _markdown(r: ExportReport) -> str:
         f"- augkd {env.get('augkd_version')} (git {env.get('git_sha')}), torch {env.get('torch')}, onnx "
         f"{env.get('onnx')}, onnxruntime {env.get('onnxruntime')}, onnxslim {env.get('onnxslim')}, "
         f"TensorRT {env.get('tensorrt') or 'not installed'}",
-        f"- CPU: {env.get('cpu')} ({env.get('physical_cores')} physical cores available); GPU: {env.get('gpu') or 'none'}",
+        f"- CPU: {env.get('cpu')} ({env.get('physical_cores')} physical cores available); "
+        f"GPU: {env.get('gpu') or 'none'}",
         f"- model: {m.get('arch')} {m.get('model_kwargs') or ''}, {m.get('num_classes')} classes, input "
-        f"{m.get('in_chans')}×{m.get('input_size')}×{m.get('input_size')}, {_fmt(m.get('parameters'), ',')} parameters, "
+        f"{m.get('in_chans')}×{m.get('input_size')}×{m.get('input_size')}, "
+        f"{_fmt(m.get('parameters'), ',')} parameters, "
         f"{_fmt(m.get('macs'), ',')} MACs ({m.get('macs_method')})",
         f"- data: {r.data.get('origin')}; parity/accuracy on {r.data.get('parity_samples')} images of the "
         f"{r.data.get('test_split')} split; calibration {r.data.get('calibration_samples', '–')} train images",
@@ -175,11 +179,13 @@ def _markdown(r: ExportReport) -> str:
         f"nodes {o.get('nodes_exported')} → {o.get('nodes_final')} after onnxslim"
         + (f"; fallback reason: {o.get('fallback_reason')}" if o.get("fallback_reason") else "")
         + (f"; simplification: {o.get('simplify_note')}" if o.get("simplify_note") else ""),
-        f"- input `{o.get('input_name')}` {o.get('input_dtype')} {o.get('input_shape')}, output `{o.get('output_name')}`",
+        f"- input `{o.get('input_name')}` {o.get('input_dtype')} {o.get('input_shape')}, "
+        f"output `{o.get('output_name')}`",
         "",
         "## Artifacts",
         "",
-        "| format | file | size (KiB) | max abs Δ | mean abs Δ | top-1 agree | SQNR dB | Acc@1 | ref Acc@1 | drop (pts) | checks |",
+        "| format | file | size (KiB) | max abs Δ | mean abs Δ | top-1 agree | SQNR dB | Acc@1 | ref Acc@1 "
+        "| drop (pts) | checks |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for a in r.artifacts:
@@ -281,4 +287,4 @@ def environment_info() -> dict[str, Any]:
 
 def now_iso() -> str:
     """The current UTC time, ISO 8601, seconds."""
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()

@@ -236,7 +236,7 @@ class TensorRTRunner:
 
 
 def tensorrt_selftest() -> dict[str, Any]:
-    """Build, run and check a tiny fp32 and fp16 engine against torch; ``{"status": "skipped", ...}`` without TensorRT."""
+    """Build, run and check tiny fp32/fp16 engines against torch; ``{"status": "skipped", ...}`` without TensorRT."""
     ok, found = tensorrt_available()
     if not ok:
         return {"status": "skipped", "reason": _missing_message(found)}

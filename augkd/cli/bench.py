@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,17 +24,47 @@ def _table_rows(rows: list[dict]) -> list[dict]:
 @bench_app.command("latency")
 @cli_errors
 def latency_cmd(
-    source: Annotated[str, typer.Argument(help="A run directory, or a student .safetensors checkpoint with its .json sidecar.")],  # noqa: E501
-    backends: Annotated[Optional[str], typer.Option("--backends", "-b", help="Comma-separated: torch, compile, ort, ort-int8, tensorrt (default: torch,ort,ort-int8).")] = None,  # noqa: E501, UP045
+    source: Annotated[
+        str, typer.Argument(help="A run directory, or a student .safetensors checkpoint with its .json sidecar.")
+    ],
+    backends: Annotated[
+        str | None,
+        typer.Option(
+            "--backends",
+            "-b",
+            help="Comma-separated: torch, compile, ort, ort-int8, tensorrt (default: torch,ort,ort-int8).",
+        ),
+    ] = None,
     batch: Annotated[str, typer.Option("--batch", help="Comma-separated batch sizes.")] = "1,8,32",
     out: OutOpt = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="Student-domain dataset when the checkpoint records none (images for timing and int8 calibration).")] = None,  # noqa: E501, UP045
-    export_dir: Annotated[Optional[Path], typer.Option("--export-dir", help="Where to find model.onnx / model.int8.onnx (default: SOURCE/export); missing ones are exported on the fly.", file_okay=False)] = None,  # noqa: E501, UP045
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch and ONNX Runtime intra-op threads (default: physical cores).", min=1)] = None,  # noqa: E501, UP045
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Student-domain dataset when the checkpoint records none (images for timing and int8 calibration).",
+        ),
+    ] = None,
+    export_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-dir",
+            help="Where model.onnx / model.int8.onnx are (default: SOURCE/export); missing ones are exported.",
+            file_okay=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="torch and ONNX Runtime intra-op threads (default: physical cores).", min=1),
+    ] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls per backend and batch size.", min=0)] = 10,
     iters: Annotated[int, typer.Option("--iters", help="Timed calls per backend and batch size.", min=1)] = 50,
-    duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds per backend and batch size instead of --iters.", min=0.01)] = None,  # noqa: E501, UP045
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto: where torch and ONNX Runtime run.")] = "cpu",  # noqa: E501
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", help="Seconds per backend and batch size instead of --iters.", min=0.01),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, cuda or auto: where torch and ONNX Runtime run.")
+    ] = "cpu",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,

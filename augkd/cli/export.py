@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,7 +11,7 @@ from augkd.cli._options import JsonOpt, OutOpt, QuietOpt, VerboseOpt
 from augkd.cli._util import cli_errors, print_json, print_table, setup_logging
 
 FormatOpt = Annotated[
-    Optional[list[str]],  # noqa: UP045 (typer needs Optional here)
+    list[str] | None,
     typer.Option("--format", "-f", help="onnx, ort-int8, tensorrt-fp16, tensorrt-int8 (repeatable or comma-separated; "
                  "default: onnx and ort-int8)."),
 ]  # fmt: skip
@@ -28,7 +28,8 @@ def _rows(report: dict) -> list[dict]:
             "max |Δ|": p.get("max_abs_diff"), "top-1 agree %": p.get("top1_agreement", 0) * 100 if p else None,
             "Acc@1 %": acc.get("acc1", 0) * 100 if acc else None,
             "ref Acc@1 %": acc.get("reference_acc1", 0) * 100 if acc else None,
-            "drop pts": acc.get("drop_points"), "p50 ms b1": lat.get((backend, 1)), "p50 ms b32": lat.get((backend, 32)),
+            "drop pts": acc.get("drop_points"), "p50 ms b1": lat.get((backend, 1)),
+            "p50 ms b32": lat.get((backend, 32)),
             "checks": "ok" if all(c["passed"] for c in a["checks"]) else "FAIL",
         })  # fmt: skip
     return rows
@@ -47,31 +48,72 @@ def _show(report: dict, json_out: bool) -> None:
 
 @cli_errors
 def export_cmd(
-    source: Annotated[str, typer.Argument(help="A run directory, or a student .safetensors checkpoint with its .json sidecar.")],  # noqa: E501
+    source: Annotated[
+        str, typer.Argument(help="A run directory, or a student .safetensors checkpoint with its .json sidecar.")
+    ],
     formats: FormatOpt = None,
     out: OutOpt = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="Student-domain dataset for parity/calibration when the checkpoint records none (built-in name or image folder).")] = None,  # noqa: E501, UP045
-    exporter: Annotated[str, typer.Option("--exporter", help="auto (dynamo, legacy fallback recorded), dynamo or legacy.")] = "auto",  # noqa: E501
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Student-domain dataset (built-in name or image folder) when the checkpoint records none.",
+        ),
+    ] = None,
+    exporter: Annotated[
+        str, typer.Option("--exporter", help="auto (dynamo, legacy fallback recorded), dynamo or legacy.")
+    ] = "auto",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 17).")] = 18,
-    with_preprocessing: Annotated[bool, typer.Option("--with-preprocessing", help="The graph takes uint8 NCHW images and normalises them itself.")] = False,  # noqa: E501
+    with_preprocessing: Annotated[
+        bool, typer.Option("--with-preprocessing", help="The graph takes uint8 NCHW images and normalises them itself.")
+    ] = False,
     softmax: Annotated[bool, typer.Option("--softmax", help="Output probabilities instead of logits.")] = False,
-    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify the graph with onnxslim.")] = True,  # noqa: E501
-    atol: Annotated[float, typer.Option("--atol", help="fp32 parity: largest allowed max |Δ output| against PyTorch.")] = 1e-4,  # noqa: E501
-    min_agreement: Annotated[float, typer.Option("--min-agreement", help="fp32 parity: smallest allowed top-1 agreement (fraction).")] = 0.999,  # noqa: E501
-    parity_samples: Annotated[Optional[int], typer.Option("--parity-samples", help="Test images for parity/accuracy (default: the whole test split, at most 2000).")] = None,  # noqa: E501, UP045
+    simplify: Annotated[
+        bool, typer.Option("--simplify/--no-simplify", help="Simplify the graph with onnxslim.")
+    ] = True,
+    atol: Annotated[
+        float, typer.Option("--atol", help="fp32 parity: largest allowed max |Δ output| against PyTorch.")
+    ] = 1e-4,
+    min_agreement: Annotated[
+        float, typer.Option("--min-agreement", help="fp32 parity: smallest allowed top-1 agreement (fraction).")
+    ] = 0.999,
+    parity_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--parity-samples", help="Test images for parity/accuracy (default: the whole test split, at most 2000)."
+        ),
+    ] = None,
     calibration: Annotated[int, typer.Option("--calibration", help="Training images for int8 calibration.")] = 256,
-    calibration_method: Annotated[str, typer.Option("--calibration-method", help="ONNX Runtime int8 calibration: minmax, percentile or entropy.")] = "minmax",  # noqa: E501
-    quant_format: Annotated[str, typer.Option("--quant-format", help="ONNX Runtime int8 format: qdq or qoperator.")] = "qdq",  # noqa: E501
-    activation_type: Annotated[str, typer.Option("--activation-type", help="ONNX Runtime int8 activations: uint8 or int8.")] = "uint8",  # noqa: E501
-    exclude_first_last: Annotated[bool, typer.Option("--exclude-first-last", help="Keep the first and last Conv/Gemm in float (int8).")] = False,  # noqa: E501
-    max_acc_drop: Annotated[float, typer.Option("--max-acc-drop", help="Largest allowed Acc@1 drop in points of int8/fp16 artifacts against fp32 ONNX.")] = 1.0,  # noqa: E501
-    latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Time each artifact (and torch) at batch 1 and 32.")] = True,  # noqa: E501
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch and ONNX Runtime threads (default: physical cores).", min=1)] = None,  # noqa: E501, UP045
+    calibration_method: Annotated[
+        str, typer.Option("--calibration-method", help="ONNX Runtime int8 calibration: minmax, percentile or entropy.")
+    ] = "minmax",
+    quant_format: Annotated[
+        str, typer.Option("--quant-format", help="ONNX Runtime int8 format: qdq or qoperator.")
+    ] = "qdq",
+    activation_type: Annotated[
+        str, typer.Option("--activation-type", help="ONNX Runtime int8 activations: uint8 or int8.")
+    ] = "uint8",
+    exclude_first_last: Annotated[
+        bool, typer.Option("--exclude-first-last", help="Keep the first and last Conv/Gemm in float (int8).")
+    ] = False,
+    max_acc_drop: Annotated[
+        float,
+        typer.Option(
+            "--max-acc-drop", help="Largest allowed Acc@1 drop in points of int8/fp16 artifacts against fp32 ONNX."
+        ),
+    ] = 1.0,
+    latency: Annotated[
+        bool, typer.Option("--latency/--no-latency", help="Time each artifact (and torch) at batch 1 and 32.")
+    ] = True,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="torch and ONNX Runtime threads (default: physical cores).", min=1),
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Export a run's student to ONNX (and int8 / TensorRT), check parity and accuracy on its test split, write a report."""  # noqa: E501
+    """Export a run's student to ONNX (+ int8 / TensorRT), check parity and accuracy on its test split, report."""
     setup_logging(verbose, quiet)
     from augkd.export import ExportCheckError, export_model
 

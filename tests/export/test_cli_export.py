@@ -52,7 +52,9 @@ def test_export_unknown_format(digits_student, tmp_path):
 @pytest.mark.skipif(tensorrt_available()[0], reason="TensorRT and a GPU are present here")
 def test_export_tensorrt_without_tensorrt(digits_student, tmp_path):
     res = _run("export", digits_student, "--format", "tensorrt-fp16", "--out", tmp_path)
-    _assert_one_line_error(res, "TensorRT export needs a CUDA GPU and the 'tensorrt' extra: pip install 'augkd[tensorrt]'")
+    _assert_one_line_error(
+        res, "TensorRT export needs a CUDA GPU and the 'tensorrt' extra: pip install 'augkd[tensorrt]'"
+    )
     assert "(found: " in res.stderr
     assert not (tmp_path / "model.onnx").exists()
 

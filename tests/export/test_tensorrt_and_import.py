@@ -53,8 +53,10 @@ def test_tensorrt_export_fp16_and_int8(digits_student, tmp_path):
 
 def test_import_augkd_export_is_lean():
     """`import augkd.export` (and resolving its public names) loads no onnx, onnxruntime or tensorrt."""
-    code = ("import sys, augkd.export as e; e.export_model; e.measure_latency; e.export_onnx; e.tensorrt_selftest; "
-            "print([m for m in ('onnx', 'onnxruntime', 'tensorrt', 'onnxslim', 'onnxscript') if m in sys.modules])")  # fmt: skip
+    code = (
+        "import sys, augkd.export as e; e.export_model; e.measure_latency; e.export_onnx; e.tensorrt_selftest; "
+        "print([m for m in ('onnx', 'onnxruntime', 'tensorrt', 'onnxslim', 'onnxscript') if m in sys.modules])"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]", res.stdout + res.stderr
