@@ -156,7 +156,7 @@ class DistillConfig(_Base):
     version: int = CONFIG_VERSION
     method: Method = "augkd"
     teacher: TeacherConfig = TeacherConfig()
-    student: ModelSpec = ModelSpec(arch="mobilenet_v3_small", kwargs={"width_mult": 0.5})
+    student: ModelSpec = ModelSpec(arch="mobilenet_v3_small", kwargs={"width_mult": 0.5, "bn_momentum": 0.1})
     data: DataConfig = DataConfig()
     generator: GeneratorConfig = GeneratorConfig()
     module1: Module1Config = Module1Config()

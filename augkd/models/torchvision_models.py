@@ -19,12 +19,22 @@ def _replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
-def _tv(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
+def _tv(arch: str, num_classes: int, bn_momentum: float | None = None, **kwargs: Any) -> nn.Module:
+    """Build a torchvision classifier; ``bn_momentum`` overrides every BatchNorm's momentum.
+
+    torchvision's MobileNetV3 uses momentum 0.01, tuned for long ImageNet runs: on short runs with few
+    steps (e.g. 10 images per class), the running statistics then lag the weights so far behind that the
+    eval-mode network outputs nearly constant logits. 0.1 (PyTorch's default) fixes that.
+    """
     import torchvision
 
     # weights=None: augkd never downloads; ImageNet initialisation needs a local weights file
     # loaded through `augkd teacher --set model.kwargs.init=PATH` style checkpoints instead.
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+    if bn_momentum is not None:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = bn_momentum
     return _replace_head(model, num_classes)
 
 

@@ -116,3 +116,11 @@ def test_corrupt_and_missing_checkpoints(tmp_path):
     p = save_model(m, tmp_path / "w.safetensors", ModelMeta(arch="cnn_small", num_classes=10))
     with pytest.raises(InputError, match="do not fit architecture"):
         load_model(p)
+
+
+def test_bn_momentum_override():
+    m = create_model("mobilenet_v3_small", 10, width_mult=0.5, bn_momentum=0.1)
+    moms = {x.momentum for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)}
+    assert moms == {0.1}
+    assert {x.momentum for x in create_model("mobilenet_v3_small", 10).modules()
+            if isinstance(x, torch.nn.BatchNorm2d)} == {0.01}  # fmt: skip
