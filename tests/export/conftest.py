@@ -66,7 +66,7 @@ def digits_student(tmp_path_factory) -> Path:
     """A cnn_tiny trained briefly on `digits` at 32×32, saved as a checkpoint whose sidecar records its data."""
     from augkd.checkpoint import save_model
 
-    model, meta, _ = _train_student("cnn_tiny", "digits", 32, steps=200)
+    model, meta, _ = _train_student("cnn_tiny", "digits", 32, steps=600)
     path = tmp_path_factory.mktemp("ckpt") / "student.safetensors"
     save_model(model, path, meta)
     return path
