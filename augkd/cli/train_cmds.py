@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from augkd.cli._options import ConfigOpt, JsonOpt, OutOpt, QuietOpt, SetOpt, VerboseOpt
 from augkd.cli._util import cli_errors, print_json, print_table, setup_logging, show_progress
+
+if TYPE_CHECKING:
+    from augkd.distill.dist import DistSpec
 
 
 def _seeds(text: str | None) -> list[int] | None:
@@ -40,29 +43,70 @@ def distill_cmd(
     resume: Annotated[
         Optional[Path], typer.Option("--resume", help="Continue the run in this directory.", file_okay=False)
     ] = None,  # noqa: E501, UP045
+    devices: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--devices", help="Processes (GPUs, or CPU processes) per node; default 1, or torchrun's."),
+    ] = None,
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="auto or ddp (data-parallel through Lightning Fabric).")
+    ] = "auto",
+    precision: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--precision", help="auto, 32-true or bf16-mixed; default: from train.precision."),
+    ] = None,
+    num_nodes: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--num-nodes", help="Machines; default 1, or torchrun's --nnodes."),
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Distil the teacher into a student on the student-domain data (default: the AuG-KD method)."""
+    """Distil the teacher into a student on the student-domain data (default: the AuG-KD method).
+
+    Data-parallel: ``--devices N --strategy ddp`` on one machine, or under ``torchrun`` (see README,
+    "Scaling out"). Only rank 0 prints the result and writes the run directory.
+    """
     setup_logging(verbose, quiet)
     from augkd.config import load_config
     from augkd.distill import compare, distill
+    from augkd.distill.dist import global_rank, teardown
 
+    spec = _dist_spec(devices, strategy, precision, num_nodes)
     extra = list(overrides or []) + ([f"method={method}"] if method else [])
-    if resume is not None:
-        res = distill(load_config(None), resume, resume=True, progress=show_progress(quiet)).to_dict()
-        _report(res, json_out)
-        return
-    cfg = load_config(config, extra)
-    seed_list = _seeds(seeds)
-    out_dir = out or Path("runs") / cfg.method
-    if seed_list:
-        summary = compare(cfg, [cfg.method], seed_list, out_dir, progress=show_progress(quiet))
-        _report_summary(summary, out_dir, json_out)
-        return
-    res = distill(cfg, out_dir, progress=show_progress(quiet)).to_dict()
-    _report(res, json_out)
+    try:
+        if resume is not None:
+            res = distill(load_config(None), resume, resume=True, progress=show_progress(quiet), dist=spec).to_dict()
+            if global_rank() == 0:
+                _report(res, json_out)
+            return
+        cfg = load_config(config, extra)
+        seed_list = _seeds(seeds)
+        out_dir = out or Path("runs") / cfg.method
+        if seed_list:
+            summary = compare(cfg, [cfg.method], seed_list, out_dir, progress=show_progress(quiet), dist=spec)
+            if global_rank() == 0:
+                _report_summary(summary, out_dir, json_out)
+            return
+        res = distill(cfg, out_dir, progress=show_progress(quiet), dist=spec).to_dict()
+        if global_rank() == 0:
+            _report(res, json_out)
+    finally:
+        teardown()
+
+
+def _dist_spec(devices: int | None, strategy: str, precision: str | None, num_nodes: int | None) -> DistSpec:
+    from augkd.distill.dist import PRECISIONS, STRATEGIES, DistSpec
+
+    if strategy not in STRATEGIES:
+        raise typer.BadParameter(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise typer.BadParameter(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if devices is not None and devices < 1:
+        raise typer.BadParameter(f"--devices must be >= 1, got {devices}")
+    if num_nodes is not None and num_nodes < 1:
+        raise typer.BadParameter(f"--num-nodes must be >= 1, got {num_nodes}")
+    return DistSpec(devices=devices, strategy=strategy, precision=precision, num_nodes=num_nodes)
 
 
 def _report(res: dict, json_out: bool) -> None:

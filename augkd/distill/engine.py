@@ -4,6 +4,11 @@ A method is a list of :class:`Stage` objects (Module 1, Module 2, Module 3, supe
 engine runs them in order; after every epoch it writes ``checkpoints/state.pt`` atomically (networks,
 optimisers, schedulers, best weights, RNG states, metrics), so a killed run resumes exactly where the
 last completed epoch ended. A NaN/inf loss raises :class:`TrainingError` and leaves that file intact.
+
+Training runs through Lightning Fabric (:mod:`augkd.distill.dist`): when a stage starts, the networks it
+trains are set up with ``fabric.setup_module`` (DDP-wrapped when several processes run) and its
+optimisers with ``fabric.setup_optimizers``; frozen networks, evaluation and checkpoints use the plain
+modules. A context built without a Fabric (scripts, benchmarks) runs the same stages in one process.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from torch import nn
 from augkd.checkpoint import load_state, save_state
 from augkd.config import DistillConfig
 from augkd.data import DomainData
+from augkd.data.images import ImageSet
 from augkd.errors import TrainingError
-from augkd.evaluate import FrozenTeacher, Normalize, accuracy
+from augkd.evaluate import FrozenTeacher, Normalize, accuracy, predict_logits, topk_correct
 from augkd.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -64,6 +70,71 @@ class RunContext:
     student_norm: Normalize
     data_gen: torch.Generator = field(default_factory=torch.Generator)
     on_epoch_end: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    fabric: Any = None  # lightning_fabric.Fabric; None = plain single-process loop (benchmarks, scripts)
+    # Called after every optimisation step with the step's losses averaged over ranks (floats). The
+    # average is an all-reduce, so every rank must register the same callbacks; none = no extra cost.
+    on_step_end: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    trained: dict[str, nn.Module] = field(default_factory=dict)  # Fabric-wrapped nets of the running stage
+
+    @property
+    def rank(self) -> int:
+        return int(self.fabric.global_rank) if self.fabric is not None else 0
+
+    @property
+    def world_size(self) -> int:
+        return int(self.fabric.world_size) if self.fabric is not None else 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on global rank 0, the only process that writes files."""
+        return self.rank == 0
+
+    def net(self, name: str) -> nn.Module:
+        """The network to call when its weights are trained by the running stage (DDP-wrapped under DDP).
+
+        Frozen uses (targets, no-grad passes, evaluation) call ``ctx.nets[name]`` directly: no gradient
+        synchronisation, no collective, so ranks may evaluate shards of different sizes.
+        """
+        return self.trained.get(name, self.nets[name])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``fabric.backward`` (precision-aware; DDP averages the gradients of wrapped nets)."""
+        if self.fabric is not None:
+            self.fabric.backward(loss)
+        else:
+            loss.backward()
+
+    def batches(
+        self, split: str, batch_size: int, stage: str, epoch: int, *, shuffle: bool = True, augment: bool = False,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+        """This rank's batches of ``split`` for one epoch (a shard; see ``dist.rank_batches``).
+
+        ``augment`` asks for the configured augmentation (``data.augment``/``data.hflip``).
+        """
+        from augkd.distill.dist import rank_batches
+
+        d = self.cfg.data
+        return rank_batches(
+            getattr(self.data, split), batch_size, shuffle_gen=self.data_gen, rank=self.rank, world=self.world_size,
+            seed=self.cfg.train.seed, stage=stage, epoch=epoch, shuffle=shuffle, augment=augment and d.augment,
+            hflip=d.hflip, drop_last=drop_last,
+        )  # fmt: skip
+
+    def reduce_mean(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Average per-rank metrics over ranks (identical on every rank afterwards)."""
+        from augkd.distill.dist import all_reduce_mean
+
+        return all_reduce_mean(self.fabric, metrics, self.device)
+
+    def step_end(self, stage: str, epoch: int, step: int, losses: dict[str, torch.Tensor]) -> None:
+        """Run the ``on_step_end`` callbacks with rank-averaged losses (nothing to do when there are none)."""
+        if not self.on_step_end:
+            return
+        row = self.reduce_mean({k: float(v.detach().float()) for k, v in losses.items()})
+        info = {"stage": stage, "epoch": epoch, "step": step, **row}
+        for cb in self.on_step_end:
+            cb(info)
 
     @property
     def backend(self) -> str | None:
@@ -72,21 +143,40 @@ class RunContext:
         return None if b == "auto" else b
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 autocast when the run uses bf16, else a no-op."""
+        """Fabric's autocast (bf16 under ``bf16-mixed``, a no-op under ``32-true``); bf16 autocast without Fabric."""
+        if self.fabric is not None:
+            return self.fabric.autocast()  # type: ignore[no-any-return]
         if self.precision == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def student_accuracy(self, split: str = "eval") -> dict[str, float]:
-        data = getattr(self.data, split)
-        return accuracy(self.nets["student"], data, self.cfg.train.eval_batch_size, self.device, self.student_norm)
+        """Acc@1/3/5 of the student on the whole ``split`` (sharded over ranks, hit counts all-reduced)."""
+        return self.accuracy(self.nets["student"], getattr(self.data, split), self.student_norm)
+
+    def accuracy(self, model: nn.Module, data: ImageSet, normalize: nn.Module | None = None) -> dict[str, float]:
+        """Acc@1/3/5 of ``model`` (a plain module) on all of ``data``: each rank scores a disjoint shard."""
+        from augkd.distill.dist import all_reduce_sum, eval_shard
+
+        if self.world_size == 1:
+            return accuracy(model, data, self.cfg.train.eval_batch_size, self.device, normalize)
+        part = data.subset(eval_shard(len(data), self.rank, self.world_size))
+        logits = predict_logits(model, part, self.cfg.train.eval_batch_size, self.device, normalize)
+        hits = topk_correct(logits, part.labels)
+        h1, h3, h5 = all_reduce_sum(self.fabric, [hits[1], hits[3], hits[5]], self.device)
+        n = max(len(data), 1)
+        return {"acc1": h1 / n, "acc3": h3 / n, "acc5": h5 / n, "n": float(len(data))}
 
     def check_finite(self, losses: dict[str, torch.Tensor], where: str) -> None:
-        """Stop on a NaN/inf loss; the last epoch's checkpoint stays as it is."""
+        """Stop on a NaN/inf loss (on any rank: every rank stops together); the last checkpoint stays as it is."""
+        from augkd.distill.dist import any_rank
+
         loss = losses["loss"]
-        if not torch.isfinite(loss.detach()).all():
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if any_rank(bad, self.world_size, self.device):
+            value = float(loss.detach()) if bad else "non-finite on another rank"
             raise TrainingError(
-                f"loss became {float(loss.detach())} in {where}; the last good checkpoint is kept in "
+                f"loss became {value} in {where}; the last good checkpoint is kept in "
                 f"{self.run_dir / 'checkpoints' / 'state.pt'}: lower the learning rate or use fp32 "
                 "(--set train.precision=fp32) and resume with --resume"
             )
@@ -107,9 +197,17 @@ class Stage:
         self.best_state: dict[str, dict[str, torch.Tensor]] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
+        self.fabric_optimizers: dict[str, Any] = {}  # the same optimisers, set up by Fabric (attach_stage)
 
     def setup(self, ctx: RunContext) -> None:
         """Build optimisers and schedulers; set train/eval modes and requires_grad."""
+
+    def optimize(self, ctx: RunContext, key: str, loss: torch.Tensor) -> None:
+        """One step of optimiser ``key`` on ``loss``: zero_grad, ``fabric.backward`` (DDP all-reduce), step."""
+        opt = self.fabric_optimizers.get(key, self.optimizers[key])
+        opt.zero_grad(set_to_none=True)
+        ctx.backward(loss)
+        opt.step()
 
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -176,12 +274,15 @@ def frozen_weights(net: nn.Module) -> Iterator[None]:
 class MetricsLog:
     """Per-epoch metric rows, rewritten atomically to ``metrics.csv`` (kept in the resume state)."""
 
-    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None, write: bool = True) -> None:
         self.path = path
         self.rows: list[dict[str, Any]] = rows or []
+        self.write = write  # False on ranks other than 0: rows are kept, nothing is written
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
+        if not self.write:
+            return
         keys: list[str] = []
         for r in self.rows:
             keys += [k for k in r if k not in keys]
@@ -213,8 +314,52 @@ def load_stage_nets(ctx: RunContext, run_dir: Path, stage_name: str, names: tupl
         ctx.nets[n].load_state_dict(load_state_dict_file(run_dir / "checkpoints" / stage_name / f"{n}.safetensors"))
 
 
+def attach_stage(ctx: RunContext, stage: Stage) -> None:
+    """Set up the networks ``stage`` trains and its optimisers with Fabric (DDP-wrapped with several ranks).
+
+    Only trained networks are set up: DDP needs parameters that receive gradients, and the frozen teacher
+    (never in ``ctx.nets``) and frozen generator/encoder stay plain modules. Fabric's ``DDP`` broadcasts
+    rank 0's weights when it wraps, so every rank starts the stage from the same networks.
+    """
+    ctx.trained = {}
+    stage.fabric_optimizers = {}
+    if ctx.fabric is None:
+        return
+    for n in stage.trains:
+        ctx.trained[n] = ctx.fabric.setup_module(ctx.nets[n])
+    for k, opt in stage.optimizers.items():
+        stage.fabric_optimizers[k] = ctx.fabric.setup_optimizers(opt)
+
+
+def detach_stage(ctx: RunContext, stage: Stage) -> None:
+    """Drop the stage's Fabric wrappers (the plain modules hold the same parameters)."""
+    ctx.trained = {}
+    stage.fabric_optimizers = {}
+
+
+def prepare_stage(ctx: RunContext, stage: Stage) -> None:
+    """``stage.setup`` then :func:`attach_stage`: what the engine does before a stage's first epoch."""
+    stage.setup(ctx)
+    attach_stage(ctx, stage)
+
+
+def sync_trained_buffers(ctx: RunContext, stage: Stage) -> None:
+    """Average the BatchNorm running statistics of the stage's networks over ranks (DDP keeps weights equal)."""
+    from augkd.distill.dist import average_buffers
+
+    for n in stage.trains:
+        average_buffers(ctx.fabric, ctx.nets[n])
+
+
 def run_stages(ctx: RunContext, stages: list[Stage], progress: Any | None = None) -> dict[str, Any]:
-    """Run ``stages`` in order with per-epoch checkpoints; resume from ``checkpoints/state.pt`` if present."""
+    """Run ``stages`` in order with per-epoch checkpoints; resume from ``checkpoints/state.pt`` if present.
+
+    Under DDP every rank runs this loop in lockstep; only rank 0 writes ``metrics.csv``, the checkpoints
+    and the pictures. The checkpoint holds plain state dicts and every rank's RNG state, so it resumes
+    with any number of processes (the same number resumes exactly).
+    """
+    from augkd.distill.dist import gather_rng_states, restore_rng
+
     ckpt = ctx.run_dir / "checkpoints" / "state.pt"
     start_stage, start_epoch, log_rows, timings = 0, 0, [], {}
     resume_state: dict[str, Any] | None = None
@@ -224,19 +369,25 @@ def run_stages(ctx: RunContext, stages: list[Stage], progress: Any | None = None
         log_rows, timings = list(resume_state["metrics"]), dict(resume_state.get("timings", {}))
         for n, sd in resume_state["nets"].items():
             ctx.nets[n].load_state_dict(sd)
-        torch.set_rng_state(resume_state["rng"])
+        restore_rng(resume_state, ctx.cfg.train.seed, ctx.rank, ctx.world_size, ctx.device)
         ctx.data_gen.set_state(resume_state["data_rng"])
-        logger.info("resuming at stage %d (%s), epoch %d", start_stage, stages[min(start_stage, len(stages) - 1)].name,
-                    start_epoch)  # fmt: skip
-    log = MetricsLog(ctx.run_dir / "metrics.csv", log_rows)
+        if ctx.is_main:
+            logger.info("resuming at stage %d (%s), epoch %d", start_stage,
+                        stages[min(start_stage, len(stages) - 1)].name, start_epoch)  # fmt: skip
+    log = MetricsLog(ctx.run_dir / "metrics.csv", log_rows, write=ctx.is_main)
 
     def save(stage_index: int, epoch: int, stage: Stage | None) -> None:
+        rng = gather_rng_states(ctx.fabric, ctx.device)  # collective: every rank takes part
+        if not ctx.is_main:
+            return
         state = {
             "stage_index": stage_index,
             "epoch": epoch,
             "nets": {n: net.state_dict() for n, net in ctx.nets.items()},
             "stage_state": stage.state_dict() if stage is not None else None,
-            "rng": torch.get_rng_state(),
+            "rng": rng["cpu"][0],
+            "rng_ranks": rng,
+            "world_size": ctx.world_size,
             "data_rng": ctx.data_gen.get_state(),
             "metrics": log.rows,
             "timings": timings,
@@ -246,7 +397,7 @@ def run_stages(ctx: RunContext, stages: list[Stage], progress: Any | None = None
     for si, stage in enumerate(stages):
         if si < start_stage:
             continue
-        stage.setup(ctx)
+        prepare_stage(ctx, stage)
         first = 0
         if resume_state is not None and si == start_stage and resume_state.get("stage_state") is not None:
             stage.load_state_dict(resume_state["stage_state"])
@@ -255,6 +406,7 @@ def run_stages(ctx: RunContext, stages: list[Stage], progress: Any | None = None
         for epoch in range(first, stage.epochs):
             t0 = time.perf_counter()
             train_metrics = stage.train_epoch(ctx, epoch)
+            sync_trained_buffers(ctx, stage)
             t1 = time.perf_counter()
             score, val_metrics = stage.validate(ctx, epoch)
             stage.update_best(ctx, score, epoch)
@@ -268,9 +420,11 @@ def run_stages(ctx: RunContext, stages: list[Stage], progress: Any | None = None
             if task is not None:
                 progress.update(task, advance=1)
         stage.finish(ctx)
-        save_stage_nets(ctx, stage)
-        if ctx.cfg.train.save_images:
-            stage.images(ctx, ctx.run_dir / "images")
-        logger.info("%s done (best epoch %d, score %s)", stage.name, stage.best_epoch, stage.best_score)
+        detach_stage(ctx, stage)
+        if ctx.is_main:
+            save_stage_nets(ctx, stage)
+            if ctx.cfg.train.save_images:
+                stage.images(ctx, ctx.run_dir / "images")
+            logger.info("%s done (best epoch %d, score %s)", stage.name, stage.best_epoch, stage.best_score)
         save(si + 1, 0, None)
     return {"metrics": log.rows, "timings": timings}

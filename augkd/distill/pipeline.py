@@ -1,4 +1,9 @@
-"""``augkd.distill(config)``: one run of one method, plus multi-seed and multi-method comparisons."""
+"""``augkd.distill(config)``: one run of one method, plus multi-seed and multi-method comparisons.
+
+Every run goes through Lightning Fabric (:mod:`augkd.distill.dist`): one process by default, or
+data-parallel with ``dist=DistSpec(devices=N)`` / under ``torchrun``. Every rank loads the data and
+builds the networks; only global rank 0 writes into the run directory.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,12 +21,13 @@ import torch
 from augkd.checkpoint import ModelMeta, load_model, save_model
 from augkd.config import DistillConfig, config_to_dict, load_config, save_config
 from augkd.data import DomainData, load_domain
-from augkd.distill.engine import RunContext, load_stage_nets, pick_precision, run_stages
+from augkd.distill.dist import DistSpec, legacy_precision, make_fabric, rank_seed
+from augkd.distill.engine import RunContext, load_stage_nets, run_stages
 from augkd.distill.stages import DataFreeStage, MixupStage, build_stages, needs_generative
 from augkd.errors import ConfigError, InputError
-from augkd.evaluate import FrozenTeacher, Normalize, accuracy
+from augkd.evaluate import FrozenTeacher, Normalize
 from augkd.models import create_model
-from augkd.utils import atomic_write_json, atomic_write_text, augkd_version, git_sha, resolve_device, seed_everything
+from augkd.utils import atomic_write_json, atomic_write_text, augkd_version, git_sha, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +45,8 @@ class DistillResult:
     timings: dict[str, float] = field(default_factory=dict)
     precision: str = "fp32"
     student_path: str = ""
+    world_size: int = 1
+    fabric_precision: str = "32-true"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,36 +67,43 @@ def load_teacher(cfg: DistillConfig, data: DomainData) -> tuple[FrozenTeacher, M
     return FrozenTeacher(net, meta.mean, meta.std, meta.input_size, meta.in_chans), meta
 
 
-def _prepare_run_dir(cfg: DistillConfig, run_dir: Path, resume: bool) -> DistillConfig:
-    state = run_dir / "checkpoints" / "state.pt"
+def _resolve_config(cfg: DistillConfig, run_dir: Path, resume: bool) -> DistillConfig:
+    """The run's config: ``cfg``, or on resume the run directory's own ``config.yaml`` (read-only)."""
     if resume:
         if not (run_dir / "config.yaml").is_file():
             raise InputError(f"cannot resume: {str(run_dir)!r} has no config.yaml (is it a run directory?)")
         return load_config(run_dir / "config.yaml")
-    if state.is_file() or (run_dir / "student.safetensors").is_file():
-        raise InputError(
-            f"run directory {str(run_dir)!r} already holds a run: pass --resume to continue it or a new --out"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
     return cfg
 
 
-def distill(
-    cfg: DistillConfig, run_dir: str | Path = "runs/distill", resume: bool = False, progress: bool = False
-) -> DistillResult:
-    """Run ``cfg.method`` end to end; writes the run directory and returns the test metrics."""
-    run_dir = Path(run_dir)
-    cfg = _prepare_run_dir(cfg, run_dir, resume)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
-    precision = pick_precision(cfg.train.precision, device)
-    data = load_domain(cfg.data, run_dir)
-    teacher, _ = load_teacher(cfg, data)
-    teacher.to(device)
-    nc = data.num_classes
+def _prepare_run_dir(cfg: DistillConfig, run_dir: Path, resume: bool, fabric: Any = None) -> None:
+    """Check the run directory on every rank, then let rank 0 write ``config.yaml`` (a new run)."""
+    if not resume:
+        state = run_dir / "checkpoints" / "state.pt"
+        if state.is_file() or (run_dir / "student.safetensors").is_file():
+            raise InputError(
+                f"run directory {str(run_dir)!r} already holds a run: pass --resume to continue it or a new --out"
+            )
+    if fabric is not None:
+        fabric.barrier()  # every rank has checked before rank 0 writes anything
+    if not resume and (fabric is None or fabric.is_global_zero):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+
+
+def _load_data(cfg: DistillConfig, run_dir: Path, fabric: Any) -> DomainData:
+    """Rank 0 loads (and writes ``split.json``) first; the other ranks then read the same split."""
+    if fabric.world_size == 1:
+        return load_domain(cfg.data, run_dir)
+    data = load_domain(cfg.data, run_dir) if fabric.is_global_zero else None
+    fabric.barrier()
+    if data is None:  # the split is a pure function of the data config; split.json is read when visible
+        data = load_domain(cfg.data, run_dir if (run_dir / "split.json").is_file() else None)
+    return data
+
+
+def _build_nets(cfg: DistillConfig, num_classes: int) -> dict[str, torch.nn.Module]:
+    nc = num_classes
     nets: dict[str, torch.nn.Module] = {"student": create_model(cfg.student.arch, nc, **cfg.student.kwargs)}
     g = cfg.generator
     if needs_generative(cfg.method):
@@ -97,6 +113,45 @@ def distill(
                                        width=g.encoder_width)  # fmt: skip
         mask = "sigmoid" if cfg.module2.mask_form == "per_sample" else "official"
         nets["anchor"] = create_model("augkd_anchor", nc, latent_dim=g.latent_dim, mask=mask)
+    return nets
+
+
+def distill(
+    cfg: DistillConfig, run_dir: str | Path = "runs/distill", resume: bool = False, progress: bool = False,
+    dist: DistSpec | None = None, fabric: Any = None,
+    on_epoch_end: list[Callable[[dict[str, Any]], None]] | None = None,
+    on_step_end: list[Callable[[dict[str, Any]], None]] | None = None,
+) -> DistillResult:  # fmt: skip
+    """Run ``cfg.method`` end to end; writes the run directory and returns the test metrics.
+
+    Args:
+        cfg: The run's config (ignored on ``resume``: the run directory's ``config.yaml`` is used).
+        run_dir: The run directory (same layout whatever the number of processes).
+        resume: Continue the run in ``run_dir`` from its last checkpoint (any number of processes).
+        progress: Show progress bars (rank 0).
+        dist: Processes, nodes, strategy and precision (default: one process, or torchrun's layout).
+        fabric: An already launched ``lightning_fabric.Fabric`` to reuse (``compare`` runs many).
+        on_epoch_end: Callbacks with each epoch's metric row (every rank).
+        on_step_end: Callbacks with each step's rank-averaged losses (every rank must pass the same ones).
+    """
+    run_dir = Path(run_dir)
+    cfg = _resolve_config(cfg, run_dir, resume)
+    if fabric is None:
+        fabric = make_fabric(cfg.train, dist)
+    _prepare_run_dir(cfg, run_dir, resume, fabric)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    main = fabric.is_global_zero
+    seed_everything(cfg.train.seed)
+    device = fabric.device
+    fprec = str(getattr(fabric.strategy.precision, "precision", "32-true"))  # e.g. "32-true", "bf16-mixed"
+    precision = legacy_precision(fprec)
+    data = _load_data(cfg, run_dir, fabric)
+    teacher, _ = load_teacher(cfg, data)
+    teacher.to(device)  # a plain module on every rank: never set up by Fabric, never wrapped in DDP
+    nets = _build_nets(cfg, data.num_classes)  # same seed on every rank: identical initial weights
+    if fabric.world_size > 1:
+        seed_everything(rank_seed(cfg.train.seed, fabric.global_rank))  # different latents per rank
     for name, net in nets.items():
         net.to(device)
         if cfg.train.channels_last and name in ("student", "generator", "encoder"):
@@ -104,30 +159,37 @@ def distill(
     if cfg.train.channels_last:
         teacher.to(memory_format=torch.channels_last)
     norm = Normalize(cfg.data.mean, cfg.data.std).to(device)
-    gen = torch.Generator().manual_seed(cfg.train.seed + 1)
-    ctx = RunContext(cfg, run_dir, data, teacher, nets, device, precision, norm, gen)
-    teacher_test = accuracy(teacher, data.test, cfg.train.eval_batch_size, device)
-    logger.info("teacher source-only test acc@1 %.4f; precision %s; device %s", teacher_test["acc1"], precision, device)
+    gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # the shuffle: identical on every rank
+    ctx = RunContext(cfg, run_dir, data, teacher, nets, device, precision, norm, gen, list(on_epoch_end or []),
+                     fabric=fabric, on_step_end=list(on_step_end or []))  # fmt: skip
+    teacher_test = ctx.accuracy(teacher, data.test)
+    if main:
+        logger.info("teacher source-only test acc@1 %.4f; precision %s; device %s; %d process(es)",
+                    teacher_test["acc1"], fprec, device, fabric.world_size)  # fmt: skip
     stages = build_stages(cfg)
     if cfg.module1.init_from and stages and isinstance(stages[0], DataFreeStage):
         _reuse_module1(cfg, ctx)
         stages = stages[1:]
     t0 = time.perf_counter()
-    prog = _progress() if progress else None
+    prog = _progress() if progress and main else None
     if prog is not None:
         with prog:
             out = run_stages(ctx, stages, prog)
     else:
         out = run_stages(ctx, stages, None)
-    test = ctx.student_accuracy("test")  # the test split is read once, here
-    student_path = _save_student(cfg, run_dir, nets["student"], data, test)
-    _write_pictures(cfg, run_dir, out["metrics"], stages)
+    test = ctx.student_accuracy("test")  # the test split is read once, here (all ranks, counts all-reduced)
     evals = [r["eval_acc1"] for r in out["metrics"] if "eval_acc1" in r]
+    student_path = run_dir / "student.safetensors"
     result = DistillResult(str(run_dir), cfg.method, cfg.train.seed, test, teacher_test, max(evals) if evals else None,
-                           {**out["timings"], "total_s": time.perf_counter() - t0}, precision, str(student_path))  # fmt: skip
-    summary = {**result.to_dict(), "augkd_version": augkd_version(), "git_sha": git_sha(),
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
-    atomic_write_json(run_dir / "summary.json", summary)
+                           {**out["timings"], "total_s": time.perf_counter() - t0}, precision, str(student_path),
+                           fabric.world_size, fprec)  # fmt: skip
+    if main:
+        _save_student(cfg, run_dir, nets["student"], data, test)
+        _write_pictures(cfg, run_dir, out["metrics"], stages)
+        summary = {**result.to_dict(), "augkd_version": augkd_version(), "git_sha": git_sha(),
+                   "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
+        atomic_write_json(run_dir / "summary.json", summary)
+    fabric.barrier()  # the run directory is complete before any rank returns
     return result
 
 
@@ -206,16 +268,21 @@ MODULE1_METHODS = ("dfkd", "dfkd-ft", "augkd", "augkd-no-anchor", "augkd-no-mixu
 
 def compare(
     cfg: DistillConfig, methods: list[str], seeds: list[int], out_dir: str | Path, progress: bool = False,
-    resume: bool = False,
+    resume: bool = False, dist: DistSpec | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run methods × seeds on the same split; write ``summary.json``, ``summary.md`` and a bar chart."""
+    """Run methods × seeds on the same split; write ``summary.json``, ``summary.md`` and a bar chart.
+
+    With ``dist``, one Fabric (one process group) serves every run; only rank 0 writes the summaries.
+    """
     from augkd.config import METHODS
 
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ConfigError(f"unknown method {bad[0]!r}: choose from {', '.join(METHODS)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    fabric = make_fabric(cfg.train, dist)
+    if fabric.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {}
     teacher: dict[str, float] = {}
     module1_runs: dict[int, Path] = {}  # seed → the run whose Module 1 the other methods reuse
@@ -230,16 +297,19 @@ def compare(
                 if shared is not None and method in MODULE1_METHODS and cfg.module1.init_from is None:
                     upd["module1"] = cfg.module1.model_copy(update={"init_from": str(shared)})
                 sub = cfg.model_copy(update=upd)
-                r = distill(sub, rd, resume=resume and (rd / "config.yaml").is_file(), progress=progress)
+                r = distill(sub, rd, resume=resume and (rd / "config.yaml").is_file(), progress=progress,
+                            fabric=fabric)  # fmt: skip
                 res = r.to_dict()
             if method in MODULE1_METHODS and (rd / "checkpoints" / "module1" / "student.safetensors").is_file():
                 module1_runs.setdefault(seed, rd)
             results.setdefault(method, []).append(res)
             teacher = res["teacher_test"]
     summary = summarize(results, teacher)
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.md", summary_markdown(summary))
-    plot_summary(summary, out / "summary.png")
+    if fabric.is_global_zero:
+        atomic_write_json(out / "summary.json", summary)
+        atomic_write_text(out / "summary.md", summary_markdown(summary))
+        plot_summary(summary, out / "summary.png")
+    fabric.barrier()
     return summary
 
 

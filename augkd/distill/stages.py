@@ -5,6 +5,13 @@ Module 1 (data-free learning) trains G, E and S from the teacher alone; Module 2
 trains the AnchorNet in G's latent space; Module 3 (mixup learning) trains S on mixtures of anchor
 images and real student-domain images, distilled from the teacher. Where the official code departs
 from the paper, augkd follows decisions.md (teacher KD in Module 3, per-sample mask penalty, ...).
+
+Data-parallel runs (:mod:`augkd.distill.dist`): a network whose weights a step trains is called through
+``ctx.net(name)`` (Fabric/DDP-wrapped), every frozen or no-grad use through the plain ``ctx.nets[name]``;
+steps go through :meth:`Stage.optimize` (``fabric.backward``). Batch sizes are per device. In Module 1
+each rank draws its own latents, and the BN-statistics term matches the teacher's running statistics
+with the batch statistics of that rank's own generated batch (no cross-rank synchronisation), as do the
+class-balance term and the student/generator BatchNorm layers.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from augkd.data import iterate_batches
 from augkd.distill.engine import RunContext, Stage, frozen_weights, set_trainable
 from augkd.distill.losses import BNStatsHook, anchor_loss, encoder_loss, generator_loss, student_kd_loss
 from augkd.distill.schedule import stage_factor, warmup_factor
@@ -66,7 +72,7 @@ class DataFreeStage(Stage):
 
     def _generator_step(self, ctx: RunContext, bsz: int) -> dict[str, torch.Tensor]:
         c = ctx.cfg.module1
-        g, s = ctx.nets["generator"], ctx.nets["student"]
+        g, s = ctx.net("generator"), ctx.nets["student"]  # the student is frozen in this step: plain module
         assert self.hook is not None
         z = torch.randn(bsz, ctx.cfg.generator.latent_dim, device=ctx.device)
         with ctx.autocast(), frozen_weights(s):
@@ -78,15 +84,12 @@ class DataFreeStage(Stage):
             bn = self.hook.loss() if self.hook.layers else None
             losses = generator_loss(t, s_out, bn, c, ctx.backend)
         ctx.check_finite(losses, "module1 generator step")
-        opt = self.optimizers["generator"]
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        opt.step()
+        self.optimize(ctx, "generator", losses["loss"])
         return {f"g_{k}": v.detach() for k, v in losses.items()}
 
     def _student_steps(self, ctx: RunContext, bsz: int) -> dict[str, torch.Tensor]:
         c = ctx.cfg.module1
-        g, s, e = ctx.nets["generator"], ctx.nets["student"], ctx.nets["encoder"]
+        g, s, e = ctx.nets["generator"], ctx.net("student"), ctx.net("encoder")  # G only runs under no_grad here
         k = c.student_steps
         z_all = torch.randn(k * bsz, ctx.cfg.generator.latent_dim, device=ctx.device)
         with torch.no_grad(), ctx.autocast():  # one generator + teacher pass feeds all k steps
@@ -100,29 +103,26 @@ class DataFreeStage(Stage):
                 s_out = s(ctx.student_norm(x))
                 ls = student_kd_loss(s_out, t, None, u=0.0, tau=1.0, backend=ctx.backend)
             ctx.check_finite({"loss": ls}, "module1 student step")
-            self.optimizers["student"].zero_grad(set_to_none=True)
-            ls.backward()
-            self.optimizers["student"].step()
+            self.optimize(ctx, "student", ls)
             with ctx.autocast():
                 z_hat, mu, logvar = e(x, t.argmax(dim=1))
             le = encoder_loss(z_hat.float(), z, mu.float(), logvar.float(), c.kld_weight)
             ctx.check_finite({"loss": le}, "module1 encoder step")
-            self.optimizers["encoder"].zero_grad(set_to_none=True)
-            le.backward()
-            self.optimizers["encoder"].step()
+            self.optimize(ctx, "encoder", le)
             out.append({"s_kl": ls.detach(), "e_loss": le.detach()})
         return {k2: torch.stack([o[k2] for o in out]).mean() for k2 in out[0]}
 
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
         bsz = ctx.cfg.module1.batch_size
         rows = []
-        for _ in range(ctx.cfg.module1.iters_per_epoch):
+        for it in range(ctx.cfg.module1.iters_per_epoch):
             row = self._generator_step(ctx, bsz)
             row.update(self._student_steps(ctx, bsz))
             rows.append(row)
+            ctx.step_end(self.name, epoch, it, row)
         for sch in self.schedulers.values():
             sch.step()
-        return _mean(rows)
+        return ctx.reduce_mean(_mean(rows))
 
     def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, float]]:
         return _student_eval(ctx)
@@ -162,8 +162,8 @@ class AnchorStage(Stage):
         self.schedulers = {"anchor": torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["anchor"],
                                                                                   T_max=max(self.epochs, 1))}  # fmt: skip
 
-    def _loss(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        e, g, a = ctx.nets["encoder"], ctx.nets["generator"], ctx.nets["anchor"]
+    def _loss(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, a: torch.nn.Module) -> dict[str, torch.Tensor]:
+        e, g = ctx.nets["encoder"], ctx.nets["generator"]  # frozen: gradients flow through G to the anchor only
         with torch.no_grad():
             z, _, _ = e(x, y)  # encoder in eval mode → its mean (deterministic)
         with ctx.autocast():
@@ -174,27 +174,41 @@ class AnchorStage(Stage):
 
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
         rows = []
-        d = ctx.cfg.data
-        for x, y in iterate_batches(ctx.data.train, ctx.cfg.train.batch_size, shuffle=True, generator=ctx.data_gen,
-                                    augment=d.augment, hflip=d.hflip, drop_last=True):  # fmt: skip
-            losses = self._loss(ctx, x.to(ctx.device), y.to(ctx.device))
+        for i, (x, y) in enumerate(ctx.batches("train", ctx.cfg.train.batch_size, self.name, epoch, augment=True,
+                                               drop_last=True)):  # fmt: skip
+            losses = self._loss(ctx, x.to(ctx.device), y.to(ctx.device), ctx.net("anchor"))
             ctx.check_finite(losses, "module2")
-            opt = self.optimizers["anchor"]
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            opt.step()
+            self.optimize(ctx, "anchor", losses["loss"])
             rows.append({f"a_{k}": v.detach() for k, v in losses.items()})
+            ctx.step_end(self.name, epoch, i, rows[-1])
         self.schedulers["anchor"].step()
-        return _mean(rows)
+        return ctx.reduce_mean(_mean(rows))
 
     @torch.no_grad()
     def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, float]]:
+        """Anchor losses on the eval split: the mean of the batch means in one process; under DDP each rank
+        scores a disjoint shard and the batch means are weighted by batch size across ranks."""
+        from augkd.data import iterate_batches
+        from augkd.distill.dist import eval_shard
+
         a = ctx.nets["anchor"]
         a.eval()
-        rows = [self._loss(ctx, x.to(ctx.device), y.to(ctx.device))
-                for x, y in iterate_batches(ctx.data.eval, ctx.cfg.train.eval_batch_size, shuffle=False)]  # fmt: skip
+        data = ctx.data.eval
+        if ctx.world_size > 1:
+            data = data.subset(eval_shard(len(data), ctx.rank, ctx.world_size))
+        keys = ("loss", "energy", "mask_mean")
+        rows, sizes = [], []
+        for x, y in iterate_batches(data, ctx.cfg.train.eval_batch_size, shuffle=False):
+            rows.append(self._loss(ctx, x.to(ctx.device), y.to(ctx.device), a))
+            sizes.append(len(y))
         a.train()
-        m = _mean(rows)
+        if ctx.world_size == 1:
+            m = _mean(rows)
+        else:
+            sums = {k: sum(float(r[k]) * n for r, n in zip(rows, sizes, strict=True)) for k in keys}
+            tot = ctx.reduce_mean({**sums, "_n": float(sum(sizes))})
+            n_all = max(tot.pop("_n"), 1e-12)
+            m = {k: v / n_all for k, v in tot.items()}
         return m["loss"], {"eval_a_loss": m["loss"], "eval_a_energy": m["energy"], "eval_a_mask": m["mask_mean"]}
 
     def finish(self, ctx: RunContext) -> None:
@@ -257,12 +271,11 @@ class MixupStage(Stage):
         return x_m, x_mn
 
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
-        c, d = ctx.cfg.module3, ctx.cfg.data
-        s_net = ctx.nets["student"]
+        c = ctx.cfg.module3
+        s_net = ctx.net("student")
         s = self.s_at(ctx, epoch)
         rows = []
-        for x, y in iterate_batches(ctx.data.train, ctx.cfg.train.batch_size, shuffle=True, generator=ctx.data_gen,
-                                    augment=d.augment, hflip=d.hflip):  # fmt: skip
+        for i, (x, y) in enumerate(ctx.batches("train", ctx.cfg.train.batch_size, self.name, epoch, augment=True)):
             x, y = x.to(ctx.device), y.to(ctx.device)
             x_m, x_mn = self.mix(ctx, x, y, s)
             if c.mixed_only:
@@ -276,17 +289,15 @@ class MixupStage(Stage):
                 if c.kd_target == "teacher":
                     with torch.no_grad():
                         t = ctx.teacher(_cl(raw, ctx))
-                else:  # official code (B1): the student itself, a second stochastic pass
-                    t = s_net(inputs)
+                else:  # official code (B1): the student itself, a second stochastic pass (plain module: one
+                    t = ctx.nets["student"](inputs)  # DDP forward per backward; its gradients still all-reduce)
             loss = student_kd_loss(q, t, labels, c.u, c.tau, ctx.backend)
             ctx.check_finite({"loss": loss}, "module3")
-            opt = self.optimizers["student"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            self.optimize(ctx, "student", loss)
             self.schedulers["student"].step()
             rows.append({"m3_loss": loss.detach()})
-        out = _mean(rows)
+            ctx.step_end(self.name, epoch, i, {"loss": rows[-1]["m3_loss"]})
+        out = ctx.reduce_mean(_mean(rows))
         out["s"] = s
         return out
 
@@ -323,11 +334,10 @@ class SupervisedStage(Stage):
         self.schedulers = {"student": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.epochs, 1))}
 
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
-        c, d = ctx.cfg.kd, ctx.cfg.data
-        s_net = ctx.nets["student"]
+        c = ctx.cfg.kd
+        s_net = ctx.net("student")
         rows = []
-        for x, y in iterate_batches(ctx.data.train, ctx.cfg.train.batch_size, shuffle=True, generator=ctx.data_gen,
-                                    augment=d.augment, hflip=d.hflip):  # fmt: skip
+        for i, (x, y) in enumerate(ctx.batches("train", ctx.cfg.train.batch_size, self.name, epoch, augment=True)):
             x, y = x.to(ctx.device), y.to(ctx.device)
             with ctx.autocast():
                 q = s_net(_cl(ctx.student_norm(x), ctx))
@@ -338,13 +348,11 @@ class SupervisedStage(Stage):
                 else:
                     loss = F.cross_entropy(q.float(), y)
             ctx.check_finite({"loss": loss}, self.name)
-            opt = self.optimizers["student"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            self.optimize(ctx, "student", loss)
             rows.append({"loss": loss.detach()})
+            ctx.step_end(self.name, epoch, i, rows[-1])
         self.schedulers["student"].step()
-        return _mean(rows)
+        return ctx.reduce_mean(_mean(rows))
 
     def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, float]]:
         return _student_eval(ctx)
