@@ -33,6 +33,7 @@ def compare_outputs(reference: torch.Tensor, output: torch.Tensor, reference_nam
         mean_abs_diff=float(diff.mean().item()) if diff.numel() else 0.0,
         top1_agreement=float((ref.argmax(1) == out.argmax(1)).float().mean().item()),
         sqnr_db=sqnr_db(ref, out),
+        reference_max_abs=float(ref.abs().max().item()) if ref.numel() else 0.0,
     )
 
 

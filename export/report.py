@@ -42,6 +42,7 @@ class ParityResult(BaseModel):
     mean_abs_diff: float
     top1_agreement: float  # fraction of samples with the same argmax
     sqnr_db: float | None = None  # signal-to-quantisation-noise ratio of the outputs (inf → None)
+    reference_max_abs: float | None = None  # max |reference output|: the scale the differences compare with
 
 
 class AccuracyResult(BaseModel):
