@@ -10,7 +10,7 @@ and writes the per-row loss plus seven float32 statistics per row. With ``b = s 
     CE      = max s + log Σ exp(s - max s) - s[target]
 
 KL is not clamped at 0 (rounding can leave it at about -1e-7 for identical rows, as in the reference).
-A target outside [0, C) makes that row's loss and gradients NaN (loud rather than silently wrong;
+A target outside [0, C) makes that row's loss and student gradient NaN (loud rather than silently wrong;
 the public op rejects such targets up front for CPU tensors).
 
 Backward: one pass over the rows, recomputing ``p``, ``q`` and ``softmax(s)`` from the saved logits and the
