@@ -50,36 +50,20 @@ FIELDS = ["op", "provider", "mode", "metric", "unit", "x_name", "x_value", "p50"
 
 # --- one rank ---------------------------------------------------------------------------------------
 def _context(args: argparse.Namespace):  # noqa: ANN202
+    """The RunContext ``augkd distill`` builds (same data, teacher, networks, seeding), on this rank."""
     from augkd.config import load_config
-    from augkd.data import load_domain
-    from augkd.distill.dist import DistSpec, make_fabric, rank_seed
-    from augkd.distill.engine import RunContext
-    from augkd.distill.pipeline import _build_nets, load_teacher
-    from augkd.evaluate import Normalize
-    from augkd.utils import seed_everything
+    from augkd.distill.dist import DistSpec, make_fabric
+    from augkd.distill.pipeline import build_context
 
     precision = "bf16" if args.accelerator == "cuda" else "fp32"
     overrides = ["data.shots_per_class=null", f"train.device={args.accelerator}", f"train.precision={precision}",
                  "train.threads=1", f"module1.batch_size={args.m1_batch}", f"train.batch_size={args.m3_batch}",
-                 "train.save_images=false"]  # fmt: skip
+                 "train.save_images=false", "train.seed=0"]  # fmt: skip
     cfg = load_config(PRESET, overrides)
     fabric = make_fabric(cfg.train, DistSpec())
-    torch.set_num_threads(1 if args.accelerator == "cpu" else max(torch.get_num_threads(), 1))
-    seed_everything(0)
-    data = load_domain(cfg.data)
-    teacher, _ = load_teacher(cfg, data)
-    teacher.to(fabric.device)
-    nets = _build_nets(cfg, data.num_classes)
-    seed_everything(rank_seed(0, fabric.global_rank))
-    for name, net in nets.items():
-        net.to(fabric.device)
-        if name in ("student", "generator", "encoder"):
-            net.to(memory_format=torch.channels_last)
-    teacher.to(memory_format=torch.channels_last)
-    norm = Normalize(cfg.data.mean, cfg.data.std).to(fabric.device)
-    ctx = RunContext(cfg, Path(tempfile.gettempdir()), data, teacher, nets, fabric.device, precision, norm,
-                     torch.Generator().manual_seed(1), fabric=fabric)  # fmt: skip
-    return ctx
+    if args.accelerator == "cpu":
+        torch.set_num_threads(1)
+    return build_context(cfg, Path(args.run_dir), fabric)
 
 
 def _timed(ctx, fn, warmup: int, iters: int) -> list[float]:  # noqa: ANN001
@@ -151,9 +135,9 @@ def _free_port() -> int:
 
 
 def _worker_args(args: argparse.Namespace, js: Path) -> list[str]:
-    return [__file__, "--worker", "--json", str(js), "--accelerator", args.accelerator, "--iters", str(args.iters),
-            "--warmup", str(args.warmup), "--m1-batch", str(args.m1_batch), "--m3-batch", str(args.m3_batch),
-            "--m3-steps", str(args.m3_steps)]  # fmt: skip
+    return [__file__, "--worker", "--json", str(js), "--run-dir", str(js.parent), "--accelerator", args.accelerator,
+            "--iters", str(args.iters), "--warmup", str(args.warmup), "--m1-batch", str(args.m1_batch),
+            "--m3-batch", str(args.m3_batch), "--m3-steps", str(args.m3_steps)]  # fmt: skip
 
 
 def _env(args: argparse.Namespace) -> dict[str, str]:
@@ -182,7 +166,9 @@ def run_world(n: int, args: argparse.Namespace) -> dict:
 def run_independent(n: int, args: argparse.Namespace) -> dict:
     """The control: ``n`` one-process workers at once (no process group); their throughputs add up."""
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [Path(tmp) / f"res{i}.json" for i in range(n)]
+        paths = [Path(tmp) / f"w{i}" / "res.json" for i in range(n)]
+        for js in paths:
+            js.parent.mkdir()
         load0 = os.getloadavg()
         procs = [subprocess.Popen([sys.executable, *_worker_args(args, js)], env=_env(args), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for js in paths]  # fmt: skip
@@ -264,6 +250,7 @@ def main() -> None:
     ap.add_argument("--plot", default=None, help="only plot this CSV")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.plot:
         print(plot(Path(args.plot)))

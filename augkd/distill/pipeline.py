@@ -116,6 +116,42 @@ def _build_nets(cfg: DistillConfig, num_classes: int) -> dict[str, torch.nn.Modu
     return nets
 
 
+def fabric_precision_name(fabric: Any) -> str:
+    """The Fabric precision string of a launched Fabric ("32-true", "bf16-mixed")."""
+    return str(getattr(fabric.strategy.precision, "precision", "32-true"))
+
+
+def build_context(
+    cfg: DistillConfig, run_dir: Path, fabric: Any, on_epoch_end: list[Callable[[dict[str, Any]], None]] | None = None,
+    on_step_end: list[Callable[[dict[str, Any]], None]] | None = None,
+) -> RunContext:  # fmt: skip
+    """Everything a run needs, on every rank: data, frozen teacher, networks, RNG.
+
+    Rank 0 loads the data first (writing ``split.json``); the teacher is a plain module on every rank
+    (never set up by Fabric, never wrapped in DDP); the networks are built from ``train.seed`` on every
+    rank (identical initial weights), and only then does each rank re-seed with ``train.seed + rank``.
+    """
+    seed_everything(cfg.train.seed)
+    device = fabric.device
+    data = _load_data(cfg, run_dir, fabric)
+    teacher, _ = load_teacher(cfg, data)
+    teacher.to(device)
+    nets = _build_nets(cfg, data.num_classes)
+    if fabric.world_size > 1:
+        seed_everything(rank_seed(cfg.train.seed, fabric.global_rank))  # different latents per rank
+    for name, net in nets.items():
+        net.to(device)
+        if cfg.train.channels_last and name in ("student", "generator", "encoder"):
+            net.to(memory_format=torch.channels_last)
+    if cfg.train.channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    norm = Normalize(cfg.data.mean, cfg.data.std).to(device)
+    gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # the shuffle: identical on every rank
+    precision = legacy_precision(fabric_precision_name(fabric))
+    return RunContext(cfg, run_dir, data, teacher, nets, device, precision, norm, gen, list(on_epoch_end or []),
+                      fabric=fabric, on_step_end=list(on_step_end or []))  # fmt: skip
+
+
 def distill(
     cfg: DistillConfig, run_dir: str | Path = "runs/distill", resume: bool = False, progress: bool = False,
     dist: DistSpec | None = None, fabric: Any = None,
@@ -141,27 +177,9 @@ def distill(
     _prepare_run_dir(cfg, run_dir, resume, fabric)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    main = fabric.is_global_zero
-    seed_everything(cfg.train.seed)
-    device = fabric.device
-    fprec = str(getattr(fabric.strategy.precision, "precision", "32-true"))  # e.g. "32-true", "bf16-mixed"
-    precision = legacy_precision(fprec)
-    data = _load_data(cfg, run_dir, fabric)
-    teacher, _ = load_teacher(cfg, data)
-    teacher.to(device)  # a plain module on every rank: never set up by Fabric, never wrapped in DDP
-    nets = _build_nets(cfg, data.num_classes)  # same seed on every rank: identical initial weights
-    if fabric.world_size > 1:
-        seed_everything(rank_seed(cfg.train.seed, fabric.global_rank))  # different latents per rank
-    for name, net in nets.items():
-        net.to(device)
-        if cfg.train.channels_last and name in ("student", "generator", "encoder"):
-            net.to(memory_format=torch.channels_last)
-    if cfg.train.channels_last:
-        teacher.to(memory_format=torch.channels_last)
-    norm = Normalize(cfg.data.mean, cfg.data.std).to(device)
-    gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # the shuffle: identical on every rank
-    ctx = RunContext(cfg, run_dir, data, teacher, nets, device, precision, norm, gen, list(on_epoch_end or []),
-                     fabric=fabric, on_step_end=list(on_step_end or []))  # fmt: skip
+    main, fprec = fabric.is_global_zero, fabric_precision_name(fabric)
+    ctx = build_context(cfg, run_dir, fabric, on_epoch_end, on_step_end)
+    device, data, teacher, nets, precision = ctx.device, ctx.data, ctx.teacher, ctx.nets, ctx.precision
     teacher_test = ctx.accuracy(teacher, data.test)
     if main:
         logger.info("teacher source-only test acc@1 %.4f; precision %s; device %s; %d process(es)",
