@@ -98,7 +98,9 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:
-        print(f"{r['precision']}: median {r['median_s']:.2f}s/iter  ({r['speedup_vs_official']:.1f}x vs official 10.6s)")
+        print(
+            f"{r['precision']}: median {r['median_s']:.2f}s/iter  ({r['speedup_vs_official']:.1f}x vs official 10.6s)"
+        )
 
 
 if __name__ == "__main__":
