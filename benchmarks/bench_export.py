@@ -134,39 +134,48 @@ def _median_stats(per_round: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def time_model(src: Any, ev: Any, artifacts: dict[str, Path], backends: list[str], batches: list[int], threads: int,
-               duration: float, rounds: int, warmup: int) -> list[dict[str, Any]]:  # fmt: skip
-    """Rows (backend × batch) from ``rounds`` interleaved rounds of :func:`measure_latency`."""
+               duration: float, rounds: int, warmup: int,
+               single_thread: tuple[str, ...] = ("torch", "ort")) -> list[dict[str, Any]]:  # fmt: skip
+    """Rows (backend × threads × batch) from ``rounds`` interleaved rounds of :func:`measure_latency`.
+
+    ``single_thread`` backends are also timed with 1 thread at the smallest and largest batch: a
+    single-threaded run is much less disturbed by other processes on a shared CPU.
+    """
+    import copy
+
     from augkd.export.latency import measure_latency, ort_backend, take_batch, torch_backend, torch_threads
 
     images, _ = ev.test_batch(max(batches))
+    specs = [(n, threads, list(batches)) for n in backends]
+    if threads > 1:
+        specs += [(n, 1, sorted({min(batches), max(batches)})) for n in single_thread if n in backends]
     runners = {}
-    with torch_threads(threads):
-        for name in backends:
-            if name in ("torch", "compile"):
-                import copy
-
-                runners[name] = torch_backend(copy.deepcopy(src.model), ev.normalize, threads, torch.device("cpu"),
-                                              compile=name == "compile")  # fmt: skip
-            else:
-                runners[name] = ort_backend(name, artifacts[name], ev.normalize, threads)
-        inputs = {(n, b): r.prepare(take_batch(images, b)) for n, r in runners.items() for b in batches}
-        cells: dict[tuple[str, int], list[dict[str, Any]]] = {k: [] for k in inputs}
-        first_call: dict[tuple[str, int], float] = {}
-        for _ in range(rounds):
-            for name, runner in runners.items():
-                for b in batches:
-                    stats = measure_latency(runner.fn, inputs[(name, b)], warmup=warmup, iters=5, duration=duration,
-                                            batch_size=b, sync=runner.sync)  # fmt: skip
-                    first_call.setdefault((name, b), stats["first_call_ms"])
-                    cells[(name, b)].append(stats)
+    for name, t, _ in specs:
+        if name in ("torch", "compile"):
+            runners[(name, t)] = torch_backend(copy.deepcopy(src.model), ev.normalize, t, torch.device("cpu"),
+                                               compile=name == "compile")  # fmt: skip
+        else:
+            runners[(name, t)] = ort_backend(name, artifacts[name], ev.normalize, t)
+    inputs = {(n, t, b): runners[(n, t)].prepare(take_batch(images, b)) for n, t, bs in specs for b in bs}
+    cells: dict[tuple[str, int, int], list[dict[str, Any]]] = {k: [] for k in inputs}
+    first_call: dict[tuple[str, int, int], float] = {}
+    for _ in range(rounds):
+        for name, t, bs in specs:
+            runner = runners[(name, t)]
+            with torch_threads(t):
+                for b in bs:
+                    stats = measure_latency(runner.fn, inputs[(name, t, b)], warmup=warmup, iters=5,
+                                            duration=duration, batch_size=b, sync=runner.sync)  # fmt: skip
+                    first_call.setdefault((name, t, b), stats["first_call_ms"])
+                    cells[(name, t, b)].append(stats)
     rows = []
-    for (name, b), per_round in cells.items():
-        row = {"backend": name, "batch_size": b, **_median_stats(per_round), "provider": runners[name].provider,
-               "threads": threads}  # fmt: skip
+    for (name, t, b), per_round in cells.items():
+        row = {"backend": name, "batch_size": b, **_median_stats(per_round), "provider": runners[(name, t)].provider,
+               "threads": t}  # fmt: skip
         if name == "compile":
-            row["note"] = f"first call (compile) {first_call[(name, b)] / 1000:.1f} s, excluded"
+            row["note"] = f"first call (compile) {first_call[(name, t, b)] / 1000:.1f} s, excluded"
         rows.append(row)
-        logger.info("%-8s b%-3d p50 %.3f ms (rounds %s)", name, b, row["p50_ms"],
+        logger.info("%-8s %dt b%-3d p50 %.3f ms (rounds %s)", name, t, b, row["p50_ms"],
                     ", ".join(f"{v:.3f}" for v in row["round_p50_ms"]))  # fmt: skip
     return rows
 
@@ -274,14 +283,23 @@ def _slug(text: str) -> str:
 
 def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
+    threads = results["settings"]["threads"]
     for name, res in results["models"].items():
-        lat = {(r["backend"], r["batch_size"]): r for r in res["latency"]}
+        lat = {(r["backend"], r["batch_size"]): r for r in res["latency"] if r["threads"] == threads}
+        one = {(r["backend"], r["batch_size"]): r for r in res["latency"] if r["threads"] == 1}
         par = res["parity"]
         t1 = lat[("torch", 1)]["p50_ms"] / lat[("ort", 1)]["p50_ms"]
         t2 = lat[("ort", 32)]["p50_ms"] / lat[("ort-int8", 32)]["p50_ms"]
         out.append({"model": name, "target": "ORT fp32 p50 at batch 1 >= 2x lower than torch eager",
                     "measured": f"{t1:.2f}x ({lat[('torch', 1)]['p50_ms']:.3f} → {lat[('ort', 1)]['p50_ms']:.3f} ms)",
                     "met": t1 >= 2.0})  # fmt: skip
+        if threads > 1 and ("torch", 1) in one and ("ort", 1) in one:
+            t1s = one[("torch", 1)]["p50_ms"] / one[("ort", 1)]["p50_ms"]
+            ms = f"({one[('torch', 1)]['p50_ms']:.3f} → {one[('ort', 1)]['p50_ms']:.3f} ms)"
+            out.append(
+                {"model": name, "target": "(same, both at 1 thread: less sensitive to other processes)",
+                 "measured": f"{t1s:.2f}x {ms}", "met": t1s >= 2.0}
+            )  # fmt: skip
         out.append({"model": name, "target": "ORT int8 >= 1.5x faster than ORT fp32 at batch 32",
                     "measured": f"{t2:.2f}x ({lat[('ort', 32)]['p50_ms']:.3f} → "
                                 f"{lat[('ort-int8', 32)]['p50_ms']:.3f} ms)",
@@ -296,6 +314,45 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                                 f"agreement {par['top1_agreement'] * 100:.2f}% ({par['samples']} images)",
                     "met": par["max_abs_diff"] <= 1e-4 and par["top1_agreement"] == 1.0})  # fmt: skip
     return out
+
+
+def _notes(results: dict[str, Any]) -> list[str]:
+    """Conclusions computed from this run's numbers (nothing copied in by hand)."""
+    notes = []
+    prof = results.get("op_profile_a_b32")
+    if prof:
+        f32, i8 = prof["fp32"]["us_per_run"], prof["int8"]["us_per_run"]
+        conv32 = f32.get("Conv", 0.0)
+        conv8 = sum(v for k, v in i8.items() if k in ("QLinearConv", "ConvInteger")) + i8.get("Conv", 0.0)
+        glue = sum(v for k, v in i8.items() if k in ("QuantizeLinear", "DequantizeLinear", "HardSigmoid", "QLinearMul",
+                                                      "Mul", "Transpose"))  # fmt: skip
+        notes.append(
+            f"model a, batch 32 (ONNX Runtime profiler): the convolutions take {conv8:.0f} µs in int8 against "
+            f"{conv32:.0f} µs in fp32 (fp32: MLAS NCHWc kernels with HardSwish fused in; int8: QLinearConv on the "
+            f"narrow layers of a width-0.5 network), and the int8 graph adds {glue:.0f} µs of Quantize/Dequantize"
+            "Linear, HardSigmoid and QLinearMul around each HardSwish, which ONNX Runtime has no int8 kernel for. "
+            "Quantising fewer ops keeps the conv gap and adds Q/DQ boundaries (see the sweep)."
+        )
+    sweep = {r["variant"]: r for r in results.get("int8_sweep", [])}
+    names = (("minmax", "qdq minmax per-channel u8s8 (default)"), ("percentile", "qdq percentile"),
+             ("entropy", "qdq entropy"))  # fmt: skip
+    cal = {k: sweep[v]["acc1"] for k, v in names if v in sweep}
+    if cal:
+        best = max(cal.values())
+        notes.append("calibration (model a, Acc@1 on the test split): " + ", ".join(f"{k} {v * 100:.2f}%" for k, v in
+                     cal.items()) + f"; the default stays minmax: it is within {(best - cal['minmax']) * 100:.2f} pts "
+                     "of the best here and needs no histograms.")  # fmt: skip
+    loads = [f"{n.split(':')[0]} {r['load_avg_1m_before']:.2f}→{r['load_avg_1m_after']:.2f}"
+             for n, r in results["models"].items()]  # fmt: skip
+    notes.append("the CPU was shared with other engineers' jobs during this run (1-min load average before→after each "
+                 f"model: {', '.join(loads)}; 2 cores). torch eager (OpenMP) suffers far more from that contention "
+                 "than ONNX Runtime, which inflates the torch-vs-ORT ratios at 2 threads; the 1-thread rows are the "
+                 "steadier comparison.")  # fmt: skip
+    notes.append(
+        "the 224x224 models are random init: their accuracy and int8 accuracy drop are NOT meaningful, only "
+        "their latency and fp32 parity (on real mnist5k test images resized to 224) are."
+    )
+    return notes
 
 
 def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -334,6 +391,7 @@ def _write_csv(results: dict[str, Any], path: Path) -> None:
                          "x_name": "batch", "x_value": r["batch_size"], "value": r["p50_ms"], "p20": r["p20_ms"],
                          "p50": r["p50_ms"], "p80": r["p80_ms"], "p90": r["p90_ms"], "p99": r["p99_ms"],
                          "mean": r["mean_ms"], "throughput": r["throughput"], "load_avg_1m": load,
+                         "threads": r["threads"],
                          "extra_config_json": json.dumps({"provider": r["provider"], "rounds": r["rounds"],
                                                           "iters": r["iters"]})})  # fmt: skip
         par, i8 = res["parity"], res["int8"]
@@ -373,11 +431,14 @@ def _markdown(results: dict[str, Any], files: dict[str, Path]) -> str:
                   + ("" if res["acc_meaningful"] else " — random init: accuracy NOT meaningful"),
                   f"- ONNX: {res['onnx']['exporter']} exporter, {res['onnx']['nodes_exported']} → "
                   f"{res['onnx']['nodes_final']} nodes; int8 quantised ops {res['int8_ops']}", "",
-                  "| backend | batch | p50 ms | p90 ms | p99 ms | samples/s | provider |",
-                  "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+                  "| backend | threads | batch | p50 ms | p90 ms | p99 ms | samples/s | p50 per round (ms) "
+                  "| provider |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
         for r in res["latency"]:
-            lines.append(f"| {r['backend']} | {r['batch_size']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
-                         f"{r['p99_ms']:.3f} | {r['throughput']:.0f} | {r['provider']} |")  # fmt: skip
+            per_round = ", ".join(f"{v:.3f}" for v in r["round_p50_ms"])
+            lines.append(f"| {r['backend']} | {r['threads']} | {r['batch_size']} | {r['p50_ms']:.3f} | "
+                         f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['throughput']:.0f} | {per_round} | "
+                         f"{r['provider']} |")  # fmt: skip
     if results.get("int8_sweep"):
         lines += ["", "## int8 sweep (model a)", "",
                   "| variant | Acc@1 % | drop pts | p50 b1 ms | p50 b32 ms | speed-up b32 vs fp32 | Q/DQ nodes |",
@@ -413,7 +474,7 @@ def _chart(results: dict[str, Any], path: Path) -> None:
     models = list(results["models"].items())
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4.2), squeeze=False)
     for ax, (name, res) in zip(axes[0], models, strict=True):
-        rows = res["latency"]
+        rows = [r for r in res["latency"] if r["threads"] == results["settings"]["threads"]]
         backends = list(dict.fromkeys(r["backend"] for r in rows))
         batches = sorted({r["batch_size"] for r in rows})
         width = 0.8 / len(backends)
@@ -504,8 +565,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                "settings": {"threads": threads, "batches": args.batches, "duration": args.duration,
                                             "rounds": args.rounds, "warmup": args.warmup}}  # fmt: skip
     if "a" in wanted:
-        if args.checkpoint is not None:
-            ckpt, label = args.checkpoint, f"svhn-mnist demo student ({args.checkpoint})"
+        if args.checkpoint is not None:  # a stand-in trained by an earlier run keeps its label
+            from augkd.export.source import load_source
+
+            recorded = load_source(args.checkpoint).meta.extra.get("label")
+            ckpt, label = args.checkpoint, recorded or f"svhn-mnist demo student ({args.checkpoint})"
         else:
             ckpt = train_standin(args.work / "standin" / "student.safetensors", args.train_steps)
             label = STANDIN_LABEL.format(steps=args.train_steps)
@@ -534,6 +598,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 key, ckpt, f"{arch} at 224x224, random init: latency and parity on mnist5k test images resized "
                 f"to 224; accuracy not meaningful", False, args.work, args, threads)  # fmt: skip
     results["targets"] = _targets(results)
+    results["notes"] += _notes(results)
     results["load_avg_1m_end"] = os.getloadavg()[0]
     files = write_results(results, args.out)
     for f in files.values():
