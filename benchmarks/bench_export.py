@@ -348,10 +348,11 @@ def _notes(results: dict[str, Any]) -> list[str]:
                  f"model: {', '.join(loads)}; 2 cores). torch eager (OpenMP) suffers far more from that contention "
                  "than ONNX Runtime, which inflates the torch-vs-ORT ratios at 2 threads; the 1-thread rows are the "
                  "steadier comparison.")  # fmt: skip
-    notes.append(
-        "the 224x224 models are random init: their accuracy and int8 accuracy drop are NOT meaningful, only "
-        "their latency and fp32 parity (on real mnist5k test images resized to 224) are."
-    )
+    if any("@224" in n for n in results["models"]):
+        notes.append(
+            "the 224x224 models are random init: their accuracy and int8 accuracy drop are NOT meaningful, only "
+            "their latency and fp32 parity (on real mnist5k test images resized to 224) are."
+        )
     return notes
 
 
@@ -363,7 +364,9 @@ def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
     tag = f"cpu{env['physical_cores']}-{_slug(env['cpu'])}-pt{'.'.join(env['torch'].split('.')[:2])}-" \
           f"ort{'.'.join(str(env['onnxruntime']).split('.')[:2])}"  # fmt: skip
     files = {"json": out / f"export-{tag}.json", "csv": out / f"export-{tag}.csv", "md": out / f"export-{tag}.md",
-             "png": out / f"latency-{tag}.png", "sweep": out / f"export-int8-sweep-{tag}.csv"}  # fmt: skip
+             "png": out / f"latency-{tag}.png"}  # fmt: skip
+    if results.get("int8_sweep"):
+        files["sweep"] = out / f"export-int8-sweep-{tag}.csv"
     atomic_write_json(files["json"], results)
     _write_csv(results, files["csv"])
     if results.get("int8_sweep"):
