@@ -63,6 +63,7 @@ def machine_info(device: str, threads: int, load_before: tuple[float, ...] | Non
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
+        "nice": os.nice(0) if hasattr(os, "nice") else None,  # scheduling priority of this process
         "cuda": torch.version.cuda,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -44,7 +45,7 @@ def plot_file(csv_path: Path, out_dir: Path | None = None) -> list[Path]:
         groups[(r["op"], r["mode"], r["metric"])].append(r)
     written = []
     for (op, mode, metric), grp in sorted(groups.items()):
-        panels = sorted({_panel(r) for r in grp}, key=lambda p: [int(t) if t.isdigit() else t for t in p.split("=")])
+        panels = sorted({_panel(r) for r in grp}, key=lambda p: [int(n) for n in re.findall(r"\d+", p)])
         fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False)
         for ax, panel in zip(axes[0], panels, strict=True):
             lines: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
@@ -59,6 +60,7 @@ def plot_file(csv_path: Path, out_dir: Path | None = None) -> list[Path]:
                 ax.plot(xs, p50, marker="o", label=provider)
                 ax.fill_between(xs, p20, p80, alpha=0.2)
             ax.set_xscale("log", base=2)
+            ax.set_yscale("log")  # sizes span 16x and providers can differ by 10x
             ax.set_title(panel, fontsize=9)
             ax.set_xlabel(grp[0]["x_name"])
             ax.grid(True, alpha=0.3)
