@@ -36,6 +36,7 @@ def test_selftest_reports_a_wrong_kernel(monkeypatch, device):
     assert status[("kd_loss", "forward")] == "passed"
 
 
+@pytest.mark.interpret  # the child process runs the kernels under the interpreter
 def test_selftest_cpu_without_interpreter(monkeypatch):
     """Without TRITON_INTERPRET in this process: skipped rows, or the rows of a child process that has it."""
     monkeypatch.setattr(selftest, "interpret_mode", lambda: False)
