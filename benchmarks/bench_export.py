@@ -59,6 +59,12 @@ def train_standin(path: Path, steps: int, seed: int = 0) -> Path:
     from augkd.data import iterate_batches, load_domain
     from augkd.models import create_model
 
+    if path.is_file():  # a stand-in trained by an earlier run with the same recipe is reused
+        from augkd.checkpoint import read_meta
+
+        if read_meta(path.with_suffix(".json")).extra.get("label") == STANDIN_LABEL.format(steps=steps):
+            logger.info("reusing the stand-in trained earlier: %s", path)
+            return path
     torch.manual_seed(seed)
     cfg = DataConfig(dataset="mnist5k", image_size=32)
     dom = load_domain(cfg)
@@ -200,7 +206,10 @@ SWEEP = [  # name, quantize_ort_int8 kwargs, session kwargs
 
 def int8_sweep(ev: Any, fp32_path: Path, work: Path, threads: int, duration: float, rounds: int,
                labels: torch.Tensor, images: torch.Tensor) -> list[dict[str, Any]]:  # fmt: skip
-    """Accuracy and b1/b32 latency of each int8 variant next to fp32 (fp32 re-timed in the same rounds)."""
+    """Accuracy and b1/b32 latency of each int8 variant next to fp32 (all timed in the same interleaved rounds).
+
+    The speed-up is the median over rounds of (fp32 p50 / variant p50) within each round.
+    """
     from augkd.export.latency import measure_latency, take_batch
     from augkd.export.parity import accuracy
     from augkd.export.quantize import quantize_ort_int8
@@ -217,29 +226,35 @@ def int8_sweep(ev: Any, fp32_path: Path, work: Path, threads: int, duration: flo
         path = work / f"sweep{i}.int8.onnx"
         info = quantize_ort_int8(fp32_path, path, cal, **qkw)
         variants.append((name, path, info, skw))
-    rows = []
+    runners, rows = [], []
     for name, path, info, skw in variants:
         runner = OrtRunner(path, skw.get("threads", threads), "cpu", skw.get("opt_level", "all"))
         acc = accuracy(run_batched(runner, x_test), labels)
-        row = {"variant": name, "acc1": acc, "threads": runner.threads, "opt_level": skw.get("opt_level", "all"),
-               "quantized_ops": info.get("quantized_ops"), "float_ops": info.get("float_ops"),
-               "q_dq_nodes": (info.get("quantize_linear", 0), info.get("dequantize_linear", 0)),
-               "file_kib": path.stat().st_size / 1024}  # fmt: skip
+        rows.append({"variant": name, "acc1": acc, "threads": runner.threads, "opt_level": skw.get("opt_level", "all"),
+                     "quantized_ops": info.get("quantized_ops"), "float_ops": info.get("float_ops"),
+                     "q_dq_nodes": (info.get("quantize_linear", 0), info.get("dequantize_linear", 0)),
+                     "file_kib": path.stat().st_size / 1024})  # fmt: skip
+        runners.append((runner, {b: runner.prepare(take_batch(images, b), ev.normalize) for b in (1, 32)}))
+    # Interleaved rounds: every variant (fp32 included) is timed once per round, so each round's ratios
+    # against fp32 compare measurements taken within seconds of each other on the shared CPU.
+    p50: dict[tuple[int, int], list[float]] = {(i, b): [] for i in range(len(rows)) for b in (1, 32)}
+    for _ in range(rounds):
+        for i, (runner, xs) in enumerate(runners):
+            for b, x in xs.items():
+                p50[(i, b)].append(measure_latency(runner, x, warmup=5, iters=5, duration=duration,
+                                                   batch_size=b)["p50_ms"])  # fmt: skip
+    index = {r["variant"]: i for i, r in enumerate(rows)}
+    for i, r in enumerate(rows):
+        ref = index["fp32, 1 thread"] if r["threads"] == 1 else index["fp32"]
         for b in (1, 32):
-            x = runner.prepare(take_batch(images, b), ev.normalize)
-            per = [
-                measure_latency(runner, x, warmup=5, iters=5, duration=duration, batch_size=b) for _ in range(rounds)
-            ]
-            row[f"p50_ms_b{b}"] = statistics.median(p["p50_ms"] for p in per)
-        rows.append(row)
-        logger.info("sweep %-38s acc %.4f  b1 %.3f ms  b32 %.3f ms", name, acc, row["p50_ms_b1"], row["p50_ms_b32"])
-        del runner
-    base = {r["variant"]: r for r in rows}
-    for r in rows:
-        ref = base["fp32, 1 thread"] if r["threads"] == 1 else base["fp32"]
-        r["speedup_b32_vs_fp32"] = ref["p50_ms_b32"] / r["p50_ms_b32"]
-        r["speedup_b1_vs_fp32"] = ref["p50_ms_b1"] / r["p50_ms_b1"]
-        r["acc_drop_pts"] = (base["fp32"]["acc1"] - r["acc1"]) * 100
+            r[f"p50_ms_b{b}"] = statistics.median(p50[(i, b)])
+            r[f"round_p50_ms_b{b}"] = p50[(i, b)]
+            r[f"speedup_b{b}_vs_fp32"] = statistics.median(
+                f / v for f, v in zip(p50[(ref, b)], p50[(i, b)], strict=True)
+            )
+        r["acc_drop_pts"] = (rows[index["fp32"]]["acc1"] - r["acc1"]) * 100
+        logger.info("sweep %-38s acc %.4f  b1 %.3f ms  b32 %.3f ms  x%.2f", r["variant"], r["acc1"], r["p50_ms_b1"],
+                    r["p50_ms_b32"], r["speedup_b32_vs_fp32"])  # fmt: skip
     return rows
 
 
@@ -443,12 +458,13 @@ def _markdown(results: dict[str, Any], files: dict[str, Path]) -> str:
                          f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['throughput']:.0f} | {per_round} | "
                          f"{r['provider']} |")  # fmt: skip
     if results.get("int8_sweep"):
-        lines += ["", "## int8 sweep (model a)", "",
-                  "| variant | Acc@1 % | drop pts | p50 b1 ms | p50 b32 ms | speed-up b32 vs fp32 | Q/DQ nodes |",
-                  "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+        lines += ["", "## int8 sweep (model a; interleaved rounds, speed-up = median over rounds of fp32/variant)", "",
+                  "| variant | Acc@1 % | drop pts | p50 b1 ms | p50 b32 ms | speed-up b1 | speed-up b32 | Q/DQ nodes |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
         for r in results["int8_sweep"]:
             lines.append(f"| {r['variant']} | {r['acc1'] * 100:.2f} | {r['acc_drop_pts']:.2f} | {r['p50_ms_b1']:.3f} | "
-                         f"{r['p50_ms_b32']:.3f} | {r['speedup_b32_vs_fp32']:.2f}x | {r['q_dq_nodes']} |")  # fmt: skip
+                         f"{r['p50_ms_b32']:.3f} | {r['speedup_b1_vs_fp32']:.2f}x | {r['speedup_b32_vs_fp32']:.2f}x | "
+                         f"{r['q_dq_nodes']} |")  # fmt: skip
     if results.get("op_profile_a_b32"):
         prof = results["op_profile_a_b32"]
         lines += ["", "## Where the time goes (model a, batch 32, ONNX Runtime profiler, µs per run by op type)", "",
@@ -548,6 +564,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parity-samples", type=int, default=256, help="parity images for the 224 models")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     p.add_argument("--no-sweep", dest="sweep", action="store_false")
+    p.add_argument("--sweep-duration", type=float, default=1.0, help="seconds per int8 variant, batch and round")
+    p.add_argument("--sweep-rounds", type=int, default=5)
     return p.parse_args(argv)
 
 
@@ -586,7 +604,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ev = evaluation_data(src.spec, src.meta)
             images, labels = ev.test_batch()
             results["int8_sweep"] = int8_sweep(ev, args.work / "a" / "model.onnx", args.work / "a", threads,
-                                               args.duration, args.rounds, labels, images)  # fmt: skip
+                                               args.sweep_duration, args.sweep_rounds, labels, images)  # fmt: skip
             from augkd.export.latency import take_batch
 
             x32 = ev.normalize(take_batch(images, 32)).numpy()
