@@ -4,8 +4,11 @@ Pipeline: ``quant_pre_process`` (symbolic shape inference + ORT's basic graph op
 ``quantize_static`` with a :class:`CalibrationDataReader` over real training images → a QDQ model that
 ONNX Runtime fuses into integer kernels (QLinearConv, QGemm, ...) at session creation.
 
-Defaults (chosen by measurement, see ``benchmarks/results/export*``): QDQ format, per-channel int8
-weights, uint8 activations (U8S8: on this x86 CPU int8 activations ran 3-4× slower), MinMax calibration.
+Defaults, chosen by measurement (the int8 sweep in ``benchmarks/results/export-*.md`` and ``export-int8-sweep-*.csv``,
+``benchmarks/bench_export.py``): QDQ format, per-channel int8 weights, uint8 activations (U8S8: S8S8 activations
+were many times slower on the x86 dev CPU), MinMax calibration (Percentile and Entropy were no more accurate on
+the demo student and need histograms). On a MobileNetV3 (HardSwish) ONNX Runtime's CPU int8 kernels are not faster
+than fp32: see the op profile in the same results file.
 """
 
 from __future__ import annotations
