@@ -20,6 +20,7 @@ __all__ = [
     "resolve_device",
     "git_sha",
     "augkd_version",
+    "cpu_name",
 ]
 
 
@@ -111,3 +112,16 @@ def augkd_version() -> str:
         return version("augkd")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def cpu_name() -> str:
+    """The CPU model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"

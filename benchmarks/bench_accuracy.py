@@ -35,7 +35,7 @@ def main() -> None:
     from augkd.config import load_config
     from augkd.distill import compare
     from augkd.doctor import diagnose
-    from augkd.utils import augkd_version, git_sha
+    from augkd.utils import augkd_version, cpu_name, git_sha
 
     cfg = load_config(f"configs/{args.preset}.yaml", args.set)
     work = Path(args.work) / args.preset
@@ -48,8 +48,7 @@ def main() -> None:
         keys = {k for r in runs for k in r["timings"]}
         per_module[method] = {k: sum(r["timings"].get(k, 0.0) for r in runs) / len(runs) for k in sorted(keys)}
     env = diagnose()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "unknown")  # fmt: skip
+    cpu = cpu_name()
     out = {**summary, "preset": args.preset, "overrides": args.set, "wall_time_per_module_s": per_module,
            "machine": {"cpu": cpu, "threads": cfg.train.threads, "gpus": env["gpus"], "cpu_bf16": env["cpu_bf16"]},
            "torch": torch.__version__, "augkd": augkd_version(), "git_sha": git_sha(),

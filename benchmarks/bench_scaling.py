@@ -32,7 +32,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -119,13 +118,9 @@ def worker(args: argparse.Namespace) -> None:
 
 # --- driver -----------------------------------------------------------------------------------------
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} threads)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    from augkd.utils import cpu_name
+
+    return f"{cpu_name()} ({os.cpu_count()} threads)"
 
 
 def _free_port() -> int:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from augkd.errors import InputError, MissingDependencyError
+from augkd.utils import cpu_name
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -47,17 +48,6 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def cpu_name() -> str:
-    """The CPU model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 def _import_ort() -> Any:
