@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -24,24 +23,13 @@ import torch
 OFFICIAL_S_PER_ITER = 10.6  # quoted in issue #3: the official code patched for CPU, same configuration
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: bool) -> dict:
     from augkd.config import load_config
     from augkd.data import load_domain
     from augkd.distill.engine import RunContext
-    from augkd.distill.pipeline import load_teacher
+    from augkd.distill.pipeline import _build_nets, load_teacher
     from augkd.distill.stages import DataFreeStage
     from augkd.evaluate import Normalize
-    from augkd.models import create_model
 
     overrides = [f"train.precision={precision}", f"train.channels_last={channels_last}", f"module1.batch_size={batch}",
                  "generator.width=256", "generator.encoder_width=64", "generator.latent_dim=100",
@@ -49,11 +37,7 @@ def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: 
     cfg = load_config(None, overrides)
     data = load_domain(cfg.data)
     teacher, _ = load_teacher(cfg, data)
-    nets = {
-        "student": create_model("mobilenet_v3_small", 10),
-        "generator": create_model("augkd_generator", latent_dim=100, image_size=32, width=256),
-        "encoder": create_model("augkd_encoder", 10, latent_dim=100, image_size=32, width=64),
-    }
+    nets = _build_nets(cfg, data.num_classes)  # the config above: MobileNetV3-Small, G width 256, E width 64
     if channels_last:
         for n in nets.values():
             n.to(memory_format=torch.channels_last)
@@ -89,10 +73,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("AUGKD_KERNEL_BACKEND", "torch")
     rows = [measure(p, args.iters, args.warmup, args.batch, True) for p in args.precisions.split(",")]
-    from augkd.utils import augkd_version, git_sha
+    from augkd.utils import augkd_version, cpu_name, git_sha
 
     result = {"benchmark": "module1_iteration", "official_reference_s": OFFICIAL_S_PER_ITER, "rows": rows,
-              "device": _cpu_name(), "threads": args.threads, "torch": torch.__version__,
+              "device": cpu_name(), "threads": args.threads, "torch": torch.__version__,
               "augkd": augkd_version(), "git_sha": git_sha(), "load_avg_at_end": os.getloadavg(),
               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -36,10 +36,9 @@ def main() -> None:
     from augkd.config import load_config
     from augkd.data import iterate_batches, load_domain
     from augkd.distill.engine import RunContext
-    from augkd.distill.pipeline import load_teacher
+    from augkd.distill.pipeline import _build_nets, load_teacher
     from augkd.distill.stages import MixupStage
     from augkd.evaluate import Normalize
-    from augkd.models import create_model
 
     def labelled(name, fn):
         def wrapper(*a, **k):
@@ -55,13 +54,7 @@ def main() -> None:
     cfg = load_config(f"configs/{args.preset}.yaml", [f"kernels.backend={args.backend}"])
     data = load_domain(cfg.data)
     teacher, _ = load_teacher(cfg, data)
-    g = cfg.generator
-    nets = {
-        "student": create_model(cfg.student.arch, 10, **cfg.student.kwargs),
-        "generator": create_model("augkd_generator", latent_dim=g.latent_dim, image_size=32, width=g.width),
-        "encoder": create_model("augkd_encoder", 10, latent_dim=g.latent_dim, image_size=32, width=g.encoder_width),
-        "anchor": create_model("augkd_anchor", 10, latent_dim=g.latent_dim),
-    }
+    nets = _build_nets(cfg, data.num_classes)
     for n in ("student", "generator", "encoder"):
         nets[n].to(memory_format=torch.channels_last)
     teacher.to(memory_format=torch.channels_last)
