@@ -23,7 +23,12 @@ import torch
 OFFICIAL_S_PER_ITER = 10.6  # quoted in issue #3: the official code patched for CPU, same configuration
 
 
-def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: bool) -> dict:
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: bool, device: str = "cpu") -> dict:
     from augkd.config import load_config
     from augkd.data import load_domain
     from augkd.distill.engine import RunContext
@@ -38,19 +43,25 @@ def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: 
     data = load_domain(cfg.data)
     teacher, _ = load_teacher(cfg, data)
     nets = _build_nets(cfg, data.num_classes)  # the config above: MobileNetV3-Small, G width 256, E width 64
+    dev = torch.device(device)
+    teacher.to(dev)
+    for n in nets.values():
+        n.to(dev)
     if channels_last:
         for n in nets.values():
             n.to(memory_format=torch.channels_last)
         teacher.to(memory_format=torch.channels_last)
-    ctx = RunContext(cfg, Path("/tmp"), data, teacher, nets, torch.device("cpu"), precision,
+    ctx = RunContext(cfg, Path("/tmp"), data, teacher, nets, dev, precision,
                      Normalize(cfg.data.mean, cfg.data.std))  # fmt: skip
     stage = DataFreeStage(1)
     stage.setup(ctx)
     times = []
     for i in range(warmup + iters):
+        _sync(dev)
         t0 = time.perf_counter()
         stage._generator_step(ctx, batch)
         stage._student_steps(ctx, batch)
+        _sync(dev)
         dt = time.perf_counter() - t0
         if i >= warmup:
             times.append(dt)
@@ -68,15 +79,22 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precisions", default="fp32,bf16")
-    ap.add_argument("--out", default="benchmarks/results/speed-module1-cpu.json")
+    ap.add_argument("--device", default="cpu", help="cpu (the issue's target) or cuda")
+    ap.add_argument("--out", default=None, help="default benchmarks/results/speed-module1-<cpu|gpu name>.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("AUGKD_KERNEL_BACKEND", "torch")
-    rows = [measure(p, args.iters, args.warmup, args.batch, True) for p in args.precisions.split(",")]
+    rows = [measure(p, args.iters, args.warmup, args.batch, True, args.device) for p in args.precisions.split(",")]
     from augkd.utils import augkd_version, cpu_name, git_sha
 
+    on_gpu = args.device.startswith("cuda")
+    device_name = torch.cuda.get_device_name(torch.device(args.device)) if on_gpu else cpu_name()
+    if args.out is None:
+        slug = device_name.lower().replace("nvidia", "").strip().split()[0] if on_gpu else "cpu"
+        args.out = f"benchmarks/results/speed-module1-{slug}.json"
+
     result = {"benchmark": "module1_iteration", "official_reference_s": OFFICIAL_S_PER_ITER, "rows": rows,
-              "device": cpu_name(), "threads": args.threads, "torch": torch.__version__,
+              "device": device_name, "threads": args.threads, "torch": torch.__version__,
               "augkd": augkd_version(), "git_sha": git_sha(), "load_avg_at_end": os.getloadavg(),
               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
