@@ -28,23 +28,23 @@ step environment
   python3 -c "import tensorrt" 2>&1 | tail -1; } 2>&1 | tee "$R/environment.txt"
 
 step "kernel tests (compiled)"
-(cd /tmp && AUGKD_TEST_DEVICE=cuda timeout 200 python3 -m pytest "$REPO/tests/kernels" -q -n 8 -p no:cacheprovider \
-  --timeout 150 -o addopts="" 2>&1 | tee "$R/kernel-tests-cuda.log" | tail -6)
+(cd /tmp && AUGKD_TEST_DEVICE=cuda timeout 150 python3 -m pytest "$REPO/tests/kernels" -q -n 8 -p no:cacheprovider \
+  --timeout 120 -o addopts="" 2>&1 | tee "$R/kernel-tests-cuda.log" | tail -6)
 
 step "kernel benchmark"
-timeout 170 python3 benchmarks/bench_kernels.py --device cuda --providers torch triton copy --out-dir "$R" 2>&1 \
+timeout 140 python3 benchmarks/bench_kernels.py --device cuda --providers torch triton copy --out-dir "$R" 2>&1 \
   | tee "$R/bench-kernels.log" | tail -4
-timeout 100 python3 benchmarks/bench_kernels.py --device cuda --providers compile --quick --append --out-dir "$R" 2>&1 \
+timeout 70 python3 benchmarks/bench_kernels.py --device cuda --providers compile --quick --append --out-dir "$R" 2>&1 \
   | tee -a "$R/bench-kernels.log" | tail -2
 
 step "module-1 iteration time"
-timeout 100 python3 benchmarks/bench_speed.py --device cuda --iters 20 --warmup 10 --out "$R/speed-module1-h200.json" \
+timeout 80 python3 benchmarks/bench_speed.py --device cuda --iters 20 --warmup 10 --out "$R/speed-module1-h200.json" \
   2>&1 | tee "$R/bench-speed.log" | tail -3
 
 step "distill + export on cuda (smoke)"
-timeout 120 python3 -m augkd distill -c configs/smoke.yaml -o /tmp/smoke-cuda -q -s train.precision=auto 2>&1 \
+timeout 80 python3 -m augkd distill -c configs/smoke.yaml -o /tmp/smoke-cuda -q -s train.precision=auto 2>&1 \
   | tee "$R/distill-smoke.log" | tail -8
-timeout 90 python3 -m augkd export /tmp/smoke-cuda -o /tmp/smoke-cuda/export 2>&1 | tee "$R/export-smoke.log" | tail -12
+timeout 50 python3 -m augkd export /tmp/smoke-cuda -o /tmp/smoke-cuda/export 2>&1 | tee "$R/export-smoke.log" | tail -12
 cp /tmp/smoke-cuda/summary.json /tmp/smoke-cuda/config.yaml "$R/" 2>/dev/null
 cp /tmp/smoke-cuda/export/export_report.* "$R/" 2>/dev/null
 
