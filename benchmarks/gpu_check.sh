@@ -42,9 +42,9 @@ timeout 80 python3 benchmarks/bench_speed.py --device cuda --iters 20 --warmup 1
   2>&1 | tee "$R/bench-speed.log" | tail -3
 
 step "distill + export on cuda (smoke)"
-timeout 80 python3 -m augkd distill -c configs/smoke.yaml -o /tmp/smoke-cuda -q -s train.precision=auto 2>&1 \
-  | tee "$R/distill-smoke.log" | tail -8
-timeout 50 python3 -m augkd export /tmp/smoke-cuda -o /tmp/smoke-cuda/export 2>&1 | tee "$R/export-smoke.log" | tail -12
+(cd /tmp && timeout 80 python3 -m augkd distill -c "$REPO/configs/smoke.yaml" -o /tmp/smoke-cuda -q -s train.precision=auto 2>&1 \
+  | tee "$R/distill-smoke.log" | tail -8)  # from /tmp: the source tree's augkd/ would shadow the installed one
+(cd /tmp && timeout 50 python3 -m augkd export /tmp/smoke-cuda -o /tmp/smoke-cuda/export 2>&1 | tee "$R/export-smoke.log" | tail -12)
 cp /tmp/smoke-cuda/summary.json /tmp/smoke-cuda/config.yaml "$R/" 2>/dev/null
 cp /tmp/smoke-cuda/export/export_report.* "$R/" 2>/dev/null
 
