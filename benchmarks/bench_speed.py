@@ -52,7 +52,7 @@ def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: 
             n.to(memory_format=torch.channels_last)
         teacher.to(memory_format=torch.channels_last)
     ctx = RunContext(cfg, Path("/tmp"), data, teacher, nets, dev, precision,
-                     Normalize(cfg.data.mean, cfg.data.std))  # fmt: skip
+                     Normalize(cfg.data.mean, cfg.data.std).to(dev))  # fmt: skip
     stage = DataFreeStage(1)
     stage.setup(ctx)
     times = []

@@ -136,7 +136,9 @@ def test_kd_loss_edge_rows(case, tau, device):
         student = torch.randn(b, c, device=device)
         teacher = student.clone()
     target = torch.randint(0, c, (b,), device=device)
-    _compare(student, teacher, 1e-4, 1e-5, target=target, u=0.5, tau=tau)
+    # ±1e4 logits: the gradients are O(100); compiled on a GPU, exp and FMA rounding give ~1.5e-5 relative error
+    rtol = 1e-4 if case == "huge" else 1e-5
+    _compare(student, teacher, 1e-4, rtol, target=target, u=0.5, tau=tau)
     loss, grads = _run("triton", student, teacher, target=target, u=0.5, tau=tau)
     assert torch.isfinite(loss).all() and all(torch.isfinite(g).all() for g in grads)
 
