@@ -28,17 +28,19 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: bool, device: str = "cpu") -> dict:
+def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: bool, device: str = "cpu",
+            fp32_nets: tuple[str, ...] = ()) -> dict:
     from augkd.config import load_config
     from augkd.data import load_domain
-    from augkd.distill.engine import RunContext
+    from augkd.distill.engine import RunContext, keep_fp32
     from augkd.distill.pipeline import _build_nets, load_teacher
     from augkd.distill.stages import DataFreeStage
     from augkd.evaluate import Normalize
 
     overrides = [f"train.precision={precision}", f"train.channels_last={channels_last}", f"module1.batch_size={batch}",
                  "generator.width=256", "generator.encoder_width=64", "generator.latent_dim=100",
-                 "student.arch=mobilenet_v3_small", "student.kwargs={width_mult: 1.0}", "data.dataset=digits"]  # fmt: skip
+                 "student.arch=mobilenet_v3_small", "student.kwargs={width_mult: 1.0}", "data.dataset=digits",
+                 f"train.fp32_nets=[{','.join(fp32_nets)}]"]  # fmt: skip
     cfg = load_config(None, overrides)
     data = load_domain(cfg.data)
     teacher, _ = load_teacher(cfg, data)
@@ -47,6 +49,8 @@ def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: 
     teacher.to(dev)
     for n in nets.values():
         n.to(dev)
+    for name in fp32_nets:  # as the pipeline does for train.fp32_nets
+        keep_fp32(teacher if name == "teacher" else nets[name])
     if channels_last:
         for n in nets.values():
             n.to(memory_format=torch.channels_last)
@@ -67,7 +71,8 @@ def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: 
             times.append(dt)
         print(f"{precision} iter {i}: {dt:.2f}s", flush=True)
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
-    return {"precision": precision, "channels_last": channels_last, "batch": batch, "iters": iters, "warmup": warmup,
+    return {"precision": precision, "channels_last": channels_last, "fp32_nets": list(fp32_nets), "batch": batch,
+            "iters": iters, "warmup": warmup,
             "median_s": statistics.median(times), "p20_s": q[1], "p80_s": q[7], "times_s": times,
             "speedup_vs_official": OFFICIAL_S_PER_ITER / statistics.median(times)}  # fmt: skip
 
@@ -79,12 +84,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--fp32-nets", default="student", help="networks kept in fp32 under bf16 (train.fp32_nets)")
     ap.add_argument("--device", default="cpu", help="cpu (the issue's target) or cuda")
     ap.add_argument("--out", default=None, help="default benchmarks/results/speed-module1-<cpu|gpu name>.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("AUGKD_KERNEL_BACKEND", "torch")
-    rows = [measure(p, args.iters, args.warmup, args.batch, True, args.device) for p in args.precisions.split(",")]
+    fp32 = tuple(n for n in args.fp32_nets.split(",") if n)
+    rows = [measure(p, args.iters, args.warmup, args.batch, True, args.device, fp32) for p in args.precisions.split(",")]
     from augkd.utils import augkd_version, cpu_name, git_sha
 
     on_gpu = args.device.startswith("cuda")

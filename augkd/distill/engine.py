@@ -19,6 +19,7 @@ import csv
 import io
 import logging
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +270,24 @@ def frozen_weights(net: nn.Module) -> Iterator[None]:
     finally:
         for p, f in zip(net.parameters(), flags, strict=True):
             p.requires_grad_(f)
+
+
+def _fp32_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """The class's forward with autocast off and floating-point tensor inputs cast to fp32."""
+    args = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+    dev = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
+    with torch.autocast(device_type=dev, enabled=False):
+        return type(self).forward(self, *args, **kwargs)
+
+
+def keep_fp32(net: nn.Module) -> nn.Module:
+    """Make ``net`` run in fp32 inside bf16 autocast (``train.fp32_nets``); weights and state_dict unchanged.
+
+    The instance's ``forward`` is rebound, so this holds inside Fabric's precision context and DDP, which call
+    the module, and a deep copy stays bound to the copy.
+    """
+    net.forward = types.MethodType(_fp32_forward, net)  # type: ignore[method-assign]
+    return net
 
 
 class MetricsLog:

@@ -22,7 +22,7 @@ from augkd.checkpoint import ModelMeta, load_model, save_model
 from augkd.config import DistillConfig, config_to_dict, load_config, save_config
 from augkd.data import DomainData, load_domain
 from augkd.distill.dist import DistSpec, legacy_precision, make_fabric, rank_seed
-from augkd.distill.engine import RunContext, load_stage_nets, run_stages
+from augkd.distill.engine import RunContext, keep_fp32, load_stage_nets, run_stages
 from augkd.distill.stages import DataFreeStage, MixupStage, build_stages, needs_generative
 from augkd.errors import ConfigError, InputError
 from augkd.evaluate import FrozenTeacher, Normalize
@@ -145,6 +145,9 @@ def build_context(
             net.to(memory_format=torch.channels_last)
     if cfg.train.channels_last:
         teacher.to(memory_format=torch.channels_last)
+    for name in cfg.train.fp32_nets:
+        if name == "teacher" or name in nets:
+            keep_fp32(teacher if name == "teacher" else nets[name])
     norm = Normalize(cfg.data.mean, cfg.data.std).to(device)
     gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # the shuffle: identical on every rank
     precision = legacy_precision(fabric_precision_name(fabric))

@@ -124,3 +124,41 @@ def test_bn_momentum_override():
     assert moms == {0.1}
     assert {x.momentum for x in create_model("mobilenet_v3_small", 10).modules()
             if isinstance(x, torch.nn.BatchNorm2d)} == {0.01}  # fmt: skip
+
+
+def test_generator_channels_last_is_the_same_function():
+    """A channels_last generator gives the same images (its first activation is made channels_last too)."""
+    from augkd.models import create_model
+
+    g = create_model("augkd_generator", latent_dim=16, image_size=32, width=32).eval()
+    z = torch.randn(4, 16)
+    ref = g(z)
+    g.to(memory_format=torch.channels_last)
+    out = g(z)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+
+
+def test_keep_fp32_runs_outside_autocast_and_keeps_weights():
+    """train.fp32_nets: the net computes in fp32 under bf16 autocast; state_dict and deep copies unaffected."""
+    import copy
+
+    from augkd.distill.engine import keep_fp32
+    from augkd.models import create_model
+
+    net = create_model("cnn_tiny", 10, width=8).eval()
+    keys = list(net.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net(x).dtype == torch.bfloat16
+        keep_fp32(net)
+        out = net(x.bfloat16())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, net(x), atol=0.0, rtol=0.0)
+    assert list(net.state_dict()) == keys
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        next(twin.parameters()).add_(1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert twin(x).dtype == torch.float32
+    assert not torch.equal(twin(x), net(x))  # the copy's forward is bound to the copy
