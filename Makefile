@@ -17,12 +17,12 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Distil the ccexam SVHN teacher into a MobileNetV3-Small on MNIST-5k (10 shots per class), export, time.
+# Distil the ccexam SVHN teacher into a small CNN on MNIST-5k (configs/svhn-mnist.yaml), export, time.
 demo: venv
 	@if [ -f $(DEMO_RUN)/config.yaml ]; then \
 		$(AUGKD) distill --resume $(DEMO_RUN); \
 	else \
-		$(AUGKD) distill -c configs/svhn-mnist-10shot.yaml --out $(DEMO_RUN); \
+		$(AUGKD) distill -c configs/svhn-mnist.yaml --out $(DEMO_RUN); \
 	fi
 	$(AUGKD) export $(DEMO_RUN)
 	$(AUGKD) bench latency $(DEMO_RUN) --backends torch,ort,ort-int8 --batch 1,32
