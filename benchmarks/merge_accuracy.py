@@ -1,0 +1,84 @@
+"""Merge accuracy results of the same preset run in parts (different seeds, possibly different sessions).
+
+``bench_accuracy.py`` writes one JSON per call; when seeds are run in separate calls (two processes at
+once on a 2-core machine, or a later session adding seeds), this combines them into one table: Acc@1 from
+the per-seed values, Acc@3/5 mean and sample std pooled exactly from each part's (n, mean, std), wall
+times as seed-weighted means. Each part's seeds, git commit and overrides are kept under ``parts``.
+
+    .venv/bin/python benchmarks/merge_accuracy.py benchmarks/results/accuracy-svhn-mnist-10shot.json \\
+        /tmp/acc-s3/accuracy-svhn-mnist-10shot.json /tmp/acc-s4/accuracy-svhn-mnist-10shot.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def _pool(parts: list[tuple[int, float, float]]) -> tuple[float, float]:
+    """Mean and sample std of the union of groups given as (n, mean, sample std)."""
+    n = sum(p[0] for p in parts)
+    total = sum(k * m for k, m, _ in parts)
+    sumsq = sum((k - 1) * s * s + k * m * m for k, m, s in parts)
+    mean = total / n
+    var = (sumsq - n * mean * mean) / (n - 1) if n > 1 else 0.0
+    return mean, math.sqrt(max(var, 0.0))
+
+
+def merge(docs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    presets = {d["preset"] for d in docs}
+    if len(presets) != 1:
+        raise SystemExit(f"error: the parts are of different presets: {sorted(presets)}")
+    methods: dict[str, Any] = {}
+    for method in docs[0]["methods"]:
+        rows = [d["methods"][method] for d in docs if method in d["methods"]]
+        seeds = [s for r in rows for s in r["seeds"]]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"error: {method}: a seed appears in two parts: {seeds}")
+        row: dict[str, Any] = {"seeds": seeds, "acc1_runs": [a for r in rows for a in r["acc1_runs"]]}
+        row["acc1_mean"] = statistics.fmean(row["acc1_runs"])
+        row["acc1_std"] = statistics.stdev(row["acc1_runs"]) if len(seeds) > 1 else 0.0
+        for k in ("acc3", "acc5"):
+            row[f"{k}_mean"], row[f"{k}_std"] = _pool([(len(r["seeds"]), r[f"{k}_mean"], r[f"{k}_std"]) for r in rows])
+        n = [len(r["seeds"]) for r in rows]
+        row["total_s_mean"] = sum(k * r["total_s_mean"] for k, r in zip(n, rows, strict=True)) / sum(n)
+        methods[method] = row
+    wall: dict[str, dict[str, float]] = {}
+    for method in methods:
+        parts = [(len(d["methods"][method]["seeds"]), d["wall_time_per_module_s"].get(method, {})) for d in docs]
+        keys = sorted({k for _, w in parts for k in w})
+        wall[method] = {k: sum(n * w.get(k, 0.0) for n, w in parts) / sum(n for n, _ in parts) for k in keys}
+    first = docs[0]
+    return {
+        "teacher_source_only": first["teacher_source_only"], "methods": methods, "preset": first["preset"],
+        "wall_time_per_module_s": wall, "machine": first["machine"], "torch": first["torch"],
+        "augkd": first["augkd"],
+        "parts": [{"file": name, "seeds": sorted({s for r in d["methods"].values() for s in r["seeds"]}),
+                   "git_sha": d["git_sha"], "overrides": d["overrides"], "timestamp": d["timestamp"],
+                   "load_avg_at_end": d.get("load_avg_at_end")} for name, d in zip(names, docs, strict=True)],
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("parts", nargs="+", type=Path, help="accuracy-<preset>.json files to merge")
+    ap.add_argument("--results", default="benchmarks/results", type=Path)
+    args = ap.parse_args()
+    from augkd.distill.pipeline import plot_summary, summary_markdown
+
+    docs = [json.loads(p.read_text()) for p in args.parts]
+    out = merge(docs, [str(p) for p in args.parts])
+    stem = args.results / f"accuracy-{out['preset']}"
+    args.results.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(summary_markdown(out))
+    plot_summary(out, stem.with_suffix(".png"))
+    print(summary_markdown(out))
+
+
+if __name__ == "__main__":
+    main()

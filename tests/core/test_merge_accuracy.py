@@ -1,0 +1,43 @@
+"""benchmarks/merge_accuracy.py: parts of a multi-seed table combine into the table of all seeds."""
+
+import importlib.util
+import statistics
+from pathlib import Path
+
+import pytest
+
+_SPEC = importlib.util.spec_from_file_location(
+    "merge_accuracy", Path(__file__).resolve().parents[2] / "benchmarks" / "merge_accuracy.py"
+)
+merge_accuracy = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(merge_accuracy)
+
+
+def _doc(seeds, acc, sha):
+    row = {"seeds": seeds, "acc1_runs": [a[0] for a in acc], "total_s_mean": 10.0 * len(seeds)}
+    for i, k in enumerate(("acc1", "acc3", "acc5")):
+        vals = [a[i] for a in acc]
+        row[f"{k}_mean"] = statistics.fmean(vals)
+        row[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return {"preset": "p", "methods": {"m": row}, "teacher_source_only": {"acc1": 0.5}, "machine": {},
+            "torch": "t", "augkd": "a", "git_sha": sha, "overrides": [], "timestamp": "now",
+            "wall_time_per_module_s": {"m": {"total_s": 10.0 * len(seeds)}}}  # fmt: skip
+
+
+def test_merge_equals_the_statistics_of_all_seeds():
+    acc = [(0.80, 0.95, 0.99), (0.82, 0.96, 0.98), (0.85, 0.97, 1.0), (0.79, 0.93, 0.97), (0.88, 0.99, 1.0)]
+    out = merge_accuracy.merge([_doc([0, 1, 2], acc[:3], "x"), _doc([3], acc[3:4], "y"), _doc([4], acc[4:], "y")],
+                               ["a", "b", "c"])  # fmt: skip
+    row = out["methods"]["m"]
+    assert row["seeds"] == [0, 1, 2, 3, 4]
+    for i, k in enumerate(("acc1", "acc3", "acc5")):
+        vals = [a[i] for a in acc]
+        assert row[f"{k}_mean"] == pytest.approx(statistics.fmean(vals))
+        assert row[f"{k}_std"] == pytest.approx(statistics.stdev(vals))
+    assert out["wall_time_per_module_s"]["m"]["total_s"] == pytest.approx((30 * 3 + 10 + 10) / 5)
+    assert [p["git_sha"] for p in out["parts"]] == ["x", "y", "y"]
+
+
+def test_merge_refuses_a_repeated_seed():
+    with pytest.raises(SystemExit, match="seed appears in two parts"):
+        merge_accuracy.merge([_doc([0], [(0.8, 0.9, 1.0)], "x"), _doc([0], [(0.8, 0.9, 1.0)], "y")], ["a", "b"])
