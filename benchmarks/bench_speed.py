@@ -91,7 +91,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("AUGKD_KERNEL_BACKEND", "torch")
     fp32 = tuple(n for n in args.fp32_nets.split(",") if n)
-    rows = [measure(p, args.iters, args.warmup, args.batch, True, args.device, fp32) for p in args.precisions.split(",")]
+    rows = [measure(p, args.iters, args.warmup, args.batch, True, args.device, fp32) for p in args.precisions.split(",")]  # noqa: E501
     from augkd.utils import augkd_version, cpu_name, git_sha
 
     on_gpu = args.device.startswith("cuda")

@@ -58,7 +58,8 @@ def test_augkd_run_directory_and_frozen_teacher(tmp_path, monkeypatch):
     assert meta["arch"] == "cnn_tiny" and meta["extra"]["data"]["dataset"] == "digits"
     stages = [ln.split(",")[0] for ln in (run / "metrics.csv").read_text().splitlines()[1:]]
     cfg = load_config(SMOKE)
-    assert [stages.count(f"module{i}") for i in (1, 2, 3)] == [cfg.module1.epochs, cfg.module2.epochs, cfg.module3.epochs]
+    epochs = [cfg.module1.epochs, cfg.module2.epochs, cfg.module3.epochs]
+    assert [stages.count(f"module{i}") for i in (1, 2, 3)] == epochs
     with pytest.raises(InputError, match="already holds a run"):
         distill(load_config(SMOKE), run)
 
