@@ -9,9 +9,9 @@
 # `pip wheel --no-deps .` plus `pip download` of what the image lacks: pydantic, lightning-fabric, ...).
 #
 #   OUT=/tmp/gpu bash benchmarks/gpu_check.sh
-set -u
+set -u -o pipefail
 REPO=$(pwd)
-OUT=${OUT:-/tmp/gpu-out}
+OUT=$(realpath -m "${OUT:-/tmp/gpu-out}")  # absolute: some steps run from /tmp
 R=$OUT/r
 mkdir -p "$R"
 export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0
@@ -21,6 +21,7 @@ if [ -d .whl ]; then
   export PYTHONPATH=/tmp/site
 fi
 step() { echo "=== $1 ($(date +%T))"; }
+status() { local rc=$?; [ $rc -eq 0 ] || echo "!!! step failed or timed out: exit $rc"; }  # after each pipeline
 
 step environment
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
@@ -30,21 +31,27 @@ step environment
 step "kernel tests (compiled)"
 (cd /tmp && AUGKD_TEST_DEVICE=cuda timeout 150 python3 -m pytest "$REPO/tests/kernels" -q -n 8 -p no:cacheprovider \
   --timeout 120 -o addopts="" 2>&1 | tee "$R/kernel-tests-cuda.log" | tail -6)
+status
 
 step "kernel benchmark"
 timeout 140 python3 benchmarks/bench_kernels.py --device cuda --providers torch triton copy --out-dir "$R" 2>&1 \
   | tee "$R/bench-kernels.log" | tail -4
+status
 timeout 70 python3 benchmarks/bench_kernels.py --device cuda --providers compile --quick --append --out-dir "$R" 2>&1 \
   | tee -a "$R/bench-kernels.log" | tail -2
+status
 
 step "module-1 iteration time"
 timeout 80 python3 benchmarks/bench_speed.py --device cuda --iters 20 --warmup 10 --out "$R/speed-module1-h200.json" \
   2>&1 | tee "$R/bench-speed.log" | tail -3
+status
 
 step "distill + export on cuda (smoke)"
 (cd /tmp && timeout 80 python3 -m augkd distill -c "$REPO/configs/smoke.yaml" -o /tmp/smoke-cuda -q -s train.precision=auto 2>&1 \
   | tee "$R/distill-smoke.log" | tail -8)  # from /tmp: the source tree's augkd/ would shadow the installed one
+status
 (cd /tmp && timeout 50 python3 -m augkd export /tmp/smoke-cuda -o /tmp/smoke-cuda/export 2>&1 | tee "$R/export-smoke.log" | tail -12)
+status
 cp /tmp/smoke-cuda/summary.json /tmp/smoke-cuda/config.yaml "$R/" 2>/dev/null
 cp /tmp/smoke-cuda/export/export_report.* "$R/" 2>/dev/null
 

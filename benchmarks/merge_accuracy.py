@@ -23,9 +23,10 @@ def _pool(parts: list[tuple[int, float, float]]) -> tuple[float, float]:
     """Mean and sample std of the union of groups given as (n, mean, sample std)."""
     n = sum(p[0] for p in parts)
     total = sum(k * m for k, m, _ in parts)
-    sumsq = sum((k - 1) * s * s + k * m * m for k, m, s in parts)
     mean = total / n
-    var = (sumsq - n * mean * mean) / (n - 1) if n > 1 else 0.0
+    # within-group plus between-group sums of squares (no cancellation of large terms)
+    ss = sum((k - 1) * s * s + k * (m - mean) ** 2 for k, m, s in parts)
+    var = ss / (n - 1) if n > 1 else 0.0
     return mean, math.sqrt(max(var, 0.0))
 
 
@@ -34,7 +35,8 @@ def merge(docs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     if len(presets) != 1:
         raise SystemExit(f"error: the parts are of different presets: {sorted(presets)}")
     methods: dict[str, Any] = {}
-    for method in docs[0]["methods"]:
+    order = list(dict.fromkeys(m for d in docs for m in d["methods"]))  # every method of any part, first seen first
+    for method in order:
         rows = [d["methods"][method] for d in docs if method in d["methods"]]
         seeds = [s for r in rows for s in r["seeds"]]
         if len(set(seeds)) != len(seeds):
@@ -49,7 +51,8 @@ def merge(docs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         methods[method] = row
     wall: dict[str, dict[str, float]] = {}
     for method in methods:
-        parts = [(len(d["methods"][method]["seeds"]), d["wall_time_per_module_s"].get(method, {})) for d in docs]
+        parts = [(len(d["methods"][method]["seeds"]), d["wall_time_per_module_s"].get(method, {}))
+                 for d in docs if method in d["methods"]]  # fmt: skip
         keys = sorted({k for _, w in parts for k in w})
         wall[method] = {k: sum(n * w.get(k, 0.0) for n, w in parts) / sum(n for n, _ in parts) for k in keys}
     first = docs[0]

@@ -272,19 +272,28 @@ def frozen_weights(net: nn.Module) -> Iterator[None]:
             p.requires_grad_(f)
 
 
+def _as_fp32(value: Any) -> Any:
+    return value.float() if torch.is_tensor(value) and value.is_floating_point() else value
+
+
 def _fp32_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-    """The class's forward with autocast off and floating-point tensor inputs cast to fp32."""
-    args = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
-    dev = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
+    """The class's forward with autocast off and floating-point tensor inputs (positional or keyword) in fp32."""
+    args = tuple(_as_fp32(a) for a in args)
+    kwargs = {k: _as_fp32(v) for k, v in kwargs.items()}
+    param = next(self.parameters(), None)
+    tensors = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]
+    dev = param.device.type if param is not None else (tensors[0].device.type if tensors else "cpu")
     with torch.autocast(device_type=dev, enabled=False):
         return type(self).forward(self, *args, **kwargs)
 
 
 def keep_fp32(net: nn.Module) -> nn.Module:
-    """Make ``net`` run in fp32 inside bf16 autocast (``train.fp32_nets``); weights and state_dict unchanged.
+    """Make ``net`` compute in fp32 inside bf16 autocast (``train.fp32_nets``); weights and state_dict unchanged.
 
     The instance's ``forward`` is rebound, so this holds inside Fabric's precision context and DDP, which call
-    the module, and a deep copy stays bound to the copy.
+    the module, and a deep copy stays bound to the copy. Inputs are cast to fp32 on entry: an input that a
+    caller already rounded to bf16 keeps that rounding. augkd saves state dicts only (safetensors); a net
+    treated this way is not meant to be pickled whole.
     """
     net.forward = types.MethodType(_fp32_forward, net)  # type: ignore[method-assign]
     return net

@@ -148,6 +148,8 @@ def build_context(
     for name in cfg.train.fp32_nets:
         if name == "teacher" or name in nets:
             keep_fp32(teacher if name == "teacher" else nets[name])
+        else:
+            logger.warning("train.fp32_nets: method %s has no %s network; ignored", cfg.method, name)
     norm = Normalize(cfg.data.mean, cfg.data.std).to(device)
     gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # the shuffle: identical on every rank
     precision = legacy_precision(fabric_precision_name(fabric))

@@ -41,3 +41,12 @@ def test_merge_equals_the_statistics_of_all_seeds():
 def test_merge_refuses_a_repeated_seed():
     with pytest.raises(SystemExit, match="seed appears in two parts"):
         merge_accuracy.merge([_doc([0], [(0.8, 0.9, 1.0)], "x"), _doc([0], [(0.8, 0.9, 1.0)], "y")], ["a", "b"])
+
+
+def test_merge_keeps_a_method_missing_from_a_part():
+    a, b = _doc([0], [(0.8, 0.9, 1.0)], "x"), _doc([1], [(0.7, 0.9, 1.0)], "y")
+    b["methods"]["extra"] = b["methods"]["m"]
+    b["wall_time_per_module_s"]["extra"] = {"total_s": 5.0}
+    out = merge_accuracy.merge([a, b], ["a", "b"])
+    assert out["methods"]["m"]["seeds"] == [0, 1] and out["methods"]["extra"]["seeds"] == [1]
+    assert out["wall_time_per_module_s"]["extra"]["total_s"] == 5.0

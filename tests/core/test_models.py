@@ -162,3 +162,6 @@ def test_keep_fp32_runs_outside_autocast_and_keeps_weights():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert twin(x).dtype == torch.float32
     assert not torch.equal(twin(x), net(x))  # the copy's forward is bound to the copy
+    lin = keep_fp32(torch.nn.Linear(4, 2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lin(input=torch.rand(3, 4).bfloat16()).dtype == torch.float32  # keyword inputs are cast too
