@@ -74,7 +74,8 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:
-        print(f"{r['net']:<48} B={r['batch']:<4} fp32 {r['fp32_ms']:7.1f} ms  bf16 {r['bf16_ms']:7.1f} ms  → {r['faster']}")
+        ms = f"fp32 {r['fp32_ms']:7.1f} ms  bf16 {r['bf16_ms']:7.1f} ms"
+        print(f"{r['net']:<48} B={r['batch']:<4} {ms}  → {r['faster']}")
 
 
 if __name__ == "__main__":
