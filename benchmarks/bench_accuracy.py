@@ -11,9 +11,11 @@ Interrupted runs resume (finished runs are read back from their ``summary.json``
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -47,9 +49,19 @@ def main() -> None:
         runs = [json.loads(p.read_text()) for p in sorted((work / method).glob("seed*/summary.json"))]
         keys = {k for r in runs for k in r["timings"]}
         per_module[method] = {k: sum(r["timings"].get(k, 0.0) for r in runs) / len(runs) for k in sorted(keys)}
+    # wall time per epoch (train + eval), per method and stage, mean over seeds and epochs, from metrics.csv
+    per_epoch: dict[str, dict[str, float]] = {}
+    for method in summary["methods"]:
+        acc: dict[str, list[float]] = {}
+        for p in sorted((work / method).glob("seed*/metrics.csv")):
+            with p.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    acc.setdefault(row["stage"], []).append(float(row["train_s"]) + float(row.get("eval_s") or 0.0))
+        per_epoch[method] = {k: statistics.fmean(v) for k, v in acc.items()}
     env = diagnose()
     cpu = cpu_name()
     out = {**summary, "preset": args.preset, "overrides": args.set, "wall_time_per_module_s": per_module,
+           "wall_time_per_epoch_s": per_epoch,
            "machine": {"cpu": cpu, "threads": cfg.train.threads, "gpus": env["gpus"], "cpu_bf16": env["cpu_bf16"]},
            "torch": torch.__version__, "augkd": augkd_version(), "git_sha": git_sha(),
            "bench_wall_s": time.time() - t0, "load_avg_at_end": os.getloadavg(),

@@ -49,16 +49,19 @@ def merge(docs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         n = [len(r["seeds"]) for r in rows]
         row["total_s_mean"] = sum(k * r["total_s_mean"] for k, r in zip(n, rows, strict=True)) / sum(n)
         methods[method] = row
-    wall: dict[str, dict[str, float]] = {}
-    for method in methods:
-        parts = [(len(d["methods"][method]["seeds"]), d["wall_time_per_module_s"].get(method, {}))
-                 for d in docs if method in d["methods"]]  # fmt: skip
-        keys = sorted({k for _, w in parts for k in w})
-        wall[method] = {k: sum(n * w.get(k, 0.0) for n, w in parts) / sum(n for n, _ in parts) for k in keys}
+    wall: dict[str, dict[str, dict[str, float]]] = {"wall_time_per_module_s": {}, "wall_time_per_epoch_s": {}}
+    for field, table in wall.items():
+        for method in methods:
+            parts = [(len(d["methods"][method]["seeds"]), d.get(field, {}).get(method, {}))
+                     for d in docs if method in d["methods"]]  # fmt: skip
+            parts = [(n, w) for n, w in parts if w]  # parts written before a field existed
+            keys = sorted({k for _, w in parts for k in w})
+            table[method] = {k: sum(n * w.get(k, 0.0) for n, w in parts if k in w) /
+                             sum(n for n, w in parts if k in w) for k in keys}  # fmt: skip
     first = docs[0]
     return {
         "teacher_source_only": first["teacher_source_only"], "methods": methods, "preset": first["preset"],
-        "wall_time_per_module_s": wall, "machine": first["machine"], "torch": first["torch"],
+        **wall, "machine": first["machine"], "torch": first["torch"],
         "augkd": first["augkd"],
         "parts": [{"file": name, "seeds": sorted({s for r in d["methods"].values() for s in r["seeds"]}),
                    "git_sha": d["git_sha"], "overrides": d["overrides"], "timestamp": d["timestamp"],
