@@ -140,7 +140,7 @@ class TrainConfig(_Base):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA and on CPUs with AVX-512 BF16
     channels_last: bool = True
     # networks that run in fp32 even under bf16 autocast: a small MobileNet student on a CPU is 3× faster in
-    # fp32 (depthwise convolutions and casts dominate; measured 76 vs 232 ms per step, benchmarks/bench_speed.py)
+    # fp32 (depthwise convolutions and casts dominate; 111 vs 267 ms per step, benchmarks/bench_precision.py)
     fp32_nets: list[Literal["student", "generator", "encoder", "anchor", "teacher"]] = []
     threads: int | None = Field(None, ge=1)  # torch.set_num_threads; None = torch's default
     save_images: bool = True
