@@ -32,8 +32,8 @@ def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: 
             fp32_nets: tuple[str, ...] = ()) -> dict:
     from augkd.config import load_config
     from augkd.data import load_domain
-    from augkd.distill.engine import RunContext, keep_fp32
-    from augkd.distill.pipeline import _build_nets, load_teacher
+    from augkd.distill.engine import RunContext
+    from augkd.distill.pipeline import _build_nets, load_teacher, place_nets
     from augkd.distill.stages import DataFreeStage
     from augkd.evaluate import Normalize
 
@@ -46,15 +46,7 @@ def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: 
     teacher, _ = load_teacher(cfg, data)
     nets = _build_nets(cfg, data.num_classes)  # the config above: MobileNetV3-Small, G width 256, E width 64
     dev = torch.device(device)
-    teacher.to(dev)
-    for n in nets.values():
-        n.to(dev)
-    for name in fp32_nets:  # as the pipeline does for train.fp32_nets
-        keep_fp32(teacher if name == "teacher" else nets[name])
-    if channels_last:
-        for n in nets.values():
-            n.to(memory_format=torch.channels_last)
-        teacher.to(memory_format=torch.channels_last)
+    place_nets(cfg, teacher, nets, dev)  # as a run does: device, channels_last, train.fp32_nets
     ctx = RunContext(cfg, Path("/tmp"), data, teacher, nets, dev, precision,
                      Normalize(cfg.data.mean, cfg.data.std).to(dev))  # fmt: skip
     stage = DataFreeStage(1)
@@ -92,13 +84,14 @@ def main() -> None:
     os.environ.setdefault("AUGKD_KERNEL_BACKEND", "torch")
     fp32 = tuple(n for n in args.fp32_nets.split(",") if n)
     rows = [measure(p, args.iters, args.warmup, args.batch, True, args.device, fp32) for p in args.precisions.split(",")]  # noqa: E501
+    from bench_kernels import device_slug  # benchmarks/ is this script's directory
+
     from augkd.utils import augkd_version, cpu_name, git_sha
 
     on_gpu = args.device.startswith("cuda")
     device_name = torch.cuda.get_device_name(torch.device(args.device)) if on_gpu else cpu_name()
     if args.out is None:
-        slug = device_name.lower().replace("nvidia", "").strip().split()[0] if on_gpu else "cpu"
-        args.out = f"benchmarks/results/speed-module1-{slug}.json"
+        args.out = f"benchmarks/results/speed-module1-{device_slug(args.device)}.json"
 
     result = {"benchmark": "module1_iteration", "official_reference_s": OFFICIAL_S_PER_ITER, "rows": rows,
               "device": device_name, "threads": args.threads, "torch": torch.__version__,

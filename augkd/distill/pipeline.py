@@ -116,6 +116,23 @@ def _build_nets(cfg: DistillConfig, num_classes: int) -> dict[str, torch.nn.Modu
     return nets
 
 
+def place_nets(cfg: DistillConfig, teacher: FrozenTeacher, nets: dict[str, torch.nn.Module],
+               device: torch.device) -> None:  # fmt: skip
+    """Move the teacher and networks to ``device``; channels_last and ``train.fp32_nets`` as configured."""
+    teacher.to(device)
+    for name, net in nets.items():
+        net.to(device)
+        if cfg.train.channels_last and name in ("student", "generator", "encoder"):
+            net.to(memory_format=torch.channels_last)
+    if cfg.train.channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    for name in cfg.train.fp32_nets:
+        if name == "teacher" or name in nets:
+            keep_fp32(teacher if name == "teacher" else nets[name])
+        else:
+            logger.warning("train.fp32_nets: method %s has no %s network; ignored", cfg.method, name)
+
+
 def fabric_precision_name(fabric: Any) -> str:
     """The Fabric precision string of a launched Fabric ("32-true", "bf16-mixed")."""
     return str(getattr(fabric.strategy.precision, "precision", "32-true"))
@@ -135,21 +152,10 @@ def build_context(
     device = fabric.device
     data = _load_data(cfg, run_dir, fabric)
     teacher, _ = load_teacher(cfg, data)
-    teacher.to(device)
     nets = _build_nets(cfg, data.num_classes)
     if fabric.world_size > 1:
         seed_everything(rank_seed(cfg.train.seed, fabric.global_rank))  # different latents per rank
-    for name, net in nets.items():
-        net.to(device)
-        if cfg.train.channels_last and name in ("student", "generator", "encoder"):
-            net.to(memory_format=torch.channels_last)
-    if cfg.train.channels_last:
-        teacher.to(memory_format=torch.channels_last)
-    for name in cfg.train.fp32_nets:
-        if name == "teacher" or name in nets:
-            keep_fp32(teacher if name == "teacher" else nets[name])
-        else:
-            logger.warning("train.fp32_nets: method %s has no %s network; ignored", cfg.method, name)
+    place_nets(cfg, teacher, nets, device)
     norm = Normalize(cfg.data.mean, cfg.data.std).to(device)
     gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # the shuffle: identical on every rank
     precision = legacy_precision(fabric_precision_name(fabric))
