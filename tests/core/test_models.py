@@ -165,3 +165,31 @@ def test_keep_fp32_runs_outside_autocast_and_keeps_weights():
     lin = keep_fp32(torch.nn.Linear(4, 2))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert lin(input=torch.rand(3, 4).bfloat16()).dtype == torch.float32  # keyword inputs are cast too
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("hw", [(4, 4), (5, 7), (1, 1)])
+def test_upsample_conv_matches_upsample_then_conv(channels_last, bias, hw):
+    """UpsampleConv2d (four 2×2 phase kernels) = nearest ×2 then the 3×3 conv: values and both gradients."""
+    from augkd.models.generative import UpsampleConv2d
+
+    torch.manual_seed(0)
+    m = UpsampleConv2d(6, 5, bias=bias).double()
+    if bias:
+        torch.nn.init.normal_(m.bias)
+    x = torch.randn(3, 6, *hw, dtype=torch.float64, requires_grad=True)
+    xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)
+    out = m(xin)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"), m.weight,
+                                     m.bias, padding=1)  # fmt: skip
+    assert out.shape == (3, 5, 2 * hw[0], 2 * hw[1])
+    assert out.is_contiguous(memory_format=torch.channels_last) == (channels_last and hw != (1, 1))
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(out, [x, m.weight], g)
+    want = torch.autograd.grad(ref, [x, m.weight], g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
