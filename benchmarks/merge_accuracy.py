@@ -7,6 +7,9 @@ times as seed-weighted means. Each part's seeds, git commit and overrides are ke
 
     .venv/bin/python benchmarks/merge_accuracy.py benchmarks/results/accuracy-svhn-mnist-10shot.json \\
         /tmp/acc-s3/accuracy-svhn-mnist-10shot.json /tmp/acc-s4/accuracy-svhn-mnist-10shot.json
+
+A part written ``FILE:m1,m2`` contributes only those methods (e.g. when some methods were re-run with a
+re-tuned config: take the baselines from the old parts and the re-run methods from the new ones).
 """
 
 from __future__ import annotations
@@ -69,15 +72,34 @@ def merge(docs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def select(doc: dict[str, Any], methods: list[str], name: str) -> dict[str, Any]:
+    """The part ``doc`` restricted to ``methods`` (results and wall-time tables)."""
+    missing = [m for m in methods if m not in doc["methods"]]
+    if missing:
+        raise SystemExit(f"error: {name} has no results for {', '.join(missing)}")
+    out = dict(doc, methods={m: doc["methods"][m] for m in methods})
+    for field in ("wall_time_per_module_s", "wall_time_per_epoch_s"):
+        if field in doc:
+            out[field] = {m: v for m, v in doc[field].items() if m in methods}
+    return out
+
+
+def read_part(spec: str) -> dict[str, Any]:
+    """A part given as ``FILE`` or ``FILE:method,method``."""
+    path, _, methods = spec.partition(":")
+    doc = json.loads(Path(path).read_text())
+    return select(doc, [m for m in methods.split(",") if m], spec) if methods else doc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("parts", nargs="+", type=Path, help="accuracy-<preset>.json files to merge")
+    ap.add_argument("parts", nargs="+", help="accuracy-<preset>.json files to merge, each FILE or FILE:method,...")
     ap.add_argument("--results", default="benchmarks/results", type=Path)
     args = ap.parse_args()
     from augkd.distill.pipeline import plot_summary, summary_markdown
 
-    docs = [json.loads(p.read_text()) for p in args.parts]
-    out = merge(docs, [str(p) for p in args.parts])
+    docs = [read_part(p) for p in args.parts]
+    out = merge(docs, list(args.parts))
     stem = args.results / f"accuracy-{out['preset']}"
     args.results.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")

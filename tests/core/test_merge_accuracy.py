@@ -50,3 +50,20 @@ def test_merge_keeps_a_method_missing_from_a_part():
     out = merge_accuracy.merge([a, b], ["a", "b"])
     assert out["methods"]["m"]["seeds"] == [0, 1] and out["methods"]["extra"]["seeds"] == [1]
     assert out["wall_time_per_module_s"]["extra"]["total_s"] == 5.0
+
+
+def test_a_part_can_contribute_only_some_methods(tmp_path):
+    """FILE:m1,m2 takes those methods from the part (re-run methods replace the old part's results)."""
+    import json
+
+    old, new = _doc([0], [(0.8, 0.9, 1.0)], "x"), _doc([0], [(0.7, 0.9, 1.0)], "y")
+    old["methods"]["base"] = old["methods"]["m"]
+    old["wall_time_per_module_s"]["base"] = {"total_s": 5.0}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    docs = [merge_accuracy.read_part(f"{tmp_path / 'old.json'}:base"), merge_accuracy.read_part(str(tmp_path / "new.json"))]
+    out = merge_accuracy.merge(docs, ["old", "new"])
+    assert out["methods"]["m"]["acc1_runs"] == [0.7] and out["methods"]["base"]["acc1_runs"] == [0.8]
+    assert set(out["wall_time_per_module_s"]) == {"m", "base"}
+    with pytest.raises(SystemExit, match="has no results for nope"):
+        merge_accuracy.read_part(f"{tmp_path / 'old.json'}:nope")
