@@ -39,7 +39,8 @@ def _fold_phases(w: torch.Tensor) -> torch.Tensor:
     Row phase a = 0 (output row 2i) reads low-res rows (i−1, i) with taps (w0, w1 + w2); a = 1 (row 2i + 1)
     reads rows (i, i+1) with taps (w0 + w1, w2); columns likewise with b.
     """
-    rows = (torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2), torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2))
+    rows = (torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2),
+            torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2))  # fmt: skip
     ks = []
     for r in rows:
         ks.append(torch.stack([r[..., 0], r[..., 1] + r[..., 2]], -1))
