@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from augkd.kernels import kd_loss, uncertainty
+
+if TYPE_CHECKING:
+    from augkd.config import Module1Config, Module2Config
 
 
 class BNStatsHook:
@@ -35,8 +39,13 @@ class BNStatsHook:
         if not self.enabled:
             return
         x = inputs[0].float()
-        self._means.append(x.mean(dim=(0, 2, 3)))
-        self._vars.append(x.permute(1, 0, 2, 3).flatten(1).var(dim=1, unbiased=True))
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            x = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a free [N·H·W, C] view: one pass per channel
+            var, mean = torch.var_mean(x, dim=0, correction=1)
+        else:
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)
+        self._means.append(mean)
+        self._vars.append(var)
 
     def loss(self) -> torch.Tensor:
         """The BN-matching loss of the last forward pass (and clear the record)."""
@@ -55,7 +64,7 @@ class BNStatsHook:
 
 
 def generator_loss(
-    t_logits: torch.Tensor, s_logits: torch.Tensor, bn_loss: torch.Tensor | None, cfg: Module1Config,  # noqa: F821
+    t_logits: torch.Tensor, s_logits: torch.Tensor, bn_loss: torch.Tensor | None, cfg: Module1Config,
     backend: str | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """L_G = −w_adv·KL(T‖S) + w_ce·CE(T, argmax T) + w_balance·Σ p̄ log₁₀ p̄ + w_bn·BN (Module 1)."""
@@ -92,7 +101,7 @@ def anchor_loss(
     y: torch.Tensor,
     m: torch.Tensor,
     cfg: Module2Config,
-    backend: str | None = None,  # noqa: F821
+    backend: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """L_A = mean energy(T(G(z_a))) + w_mask·mask penalty + w_ce·CE(T(G(z_a)), y) (Module 2)."""
     energy = uncertainty(t_logits.float(), tau=cfg.tau, backend=backend).energy.mean()

@@ -51,3 +51,24 @@ def test_mask_penalty_forms():
     m = torch.full((4, 10), 0.75)
     assert mask_penalty(m, 0.25, "per_sample") == pytest.approx(0.0)
     assert mask_penalty(m, 0.25, "batch_total") == pytest.approx(abs(30 - 7.5) / 4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bn_hook_statistics_are_mean_and_unbiased_variance(channels_last):
+    """The recorded statistics: per-channel mean and unbiased variance over (N, H, W), either memory format."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.BatchNorm2d(5)).eval()
+    hook = BNStatsHook(net)
+    hook.enabled = True
+    x = torch.randn(4, 3, 9, 7, dtype=torch.float64)
+    net = net.double()
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    h = net[0](x)
+    net(x)
+    want_mean = h.mean(dim=(0, 2, 3))
+    want_var = h.permute(1, 0, 2, 3).flatten(1).var(dim=1, unbiased=True)
+    torch.testing.assert_close(hook._means[0].double(), want_mean.float().double(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(hook._vars[0].double(), want_var.float().double(), rtol=1e-6, atol=1e-6)
+    rm, rv = net[1].running_mean.float(), net[1].running_var.float()
+    expected = torch.linalg.vector_norm(want_mean.float() - rm) + torch.linalg.vector_norm(want_var.float() - rv)
+    torch.testing.assert_close(hook.loss(), expected, rtol=1e-5, atol=1e-5)
