@@ -193,3 +193,32 @@ def test_upsample_conv_matches_upsample_then_conv(channels_last, bias, hw):
     want = torch.autograd.grad(ref, [x, m.weight], g)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_frozen_teacher_folds_bn_only_without_autograd():
+    """No-grad calls run the conv–BN-folded copy (same logits up to rounding, no BN left, no state_dict entry);
+    calls with autograd run the original net, so BN hooks fire and gradients reach the input."""
+    from augkd.checkpoint import load_model
+    from augkd.evaluate import FrozenTeacher
+
+    net, _ = load_model("ccexam-svhn")
+    t = FrozenTeacher(net, (0.5,) * 3, (0.5,) * 3, 32)
+    keys = set(t.state_dict())
+    seen = []
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.register_forward_hook(lambda *a: seen.append(1))
+    x = torch.rand(6, 3, 32, 32, requires_grad=True)
+    with_grad = t(x)
+    assert seen and x.grad is None
+    with_grad.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    seen.clear()
+    with torch.no_grad():
+        folded = t(x)
+    assert not seen  # the folded copy has no BN layers
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in t.folded().modules())
+    torch.testing.assert_close(folded, with_grad.detach(), rtol=1e-4, atol=1e-4)
+    assert set(t.state_dict()) == keys
+    t.double()  # moving the teacher refolds from the moved network
+    with torch.no_grad():
+        assert t(x.double()).dtype == torch.float64
