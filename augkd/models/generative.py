@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augkd.models.layers import flat_linear
 from augkd.models.registry import register_model
 
 
@@ -145,8 +146,8 @@ class Encoder(nn.Module):
         h = self.bn_in(torch.cat([self.data_map(x), cmap], dim=1))
         for stage in self.stages:
             h = stage(F.interpolate(h, size=(math.ceil(h.shape[-2] / 2), math.ceil(h.shape[-1] / 2)), mode="nearest"))
-        h = torch.flatten(self.out(h), 1)
-        mu, logvar = self.mu(h), self.logvar(h).clamp(-5.0, 3.0)
+        h = self.out(h)
+        mu, logvar = flat_linear(h, self.mu), flat_linear(h, self.logvar).clamp(-5.0, 3.0)
         if self.training or self.sample_in_eval:
             eps = torch.randn_like(mu).clamp(-10.0, 10.0)
             z = mu + torch.exp(0.5 * logvar) * eps

@@ -13,7 +13,10 @@ import torch
 from torch import nn
 
 from augkd.errors import MissingDependencyError
+from augkd.models.layers import flat_head
 from augkd.models.registry import register_model
+
+torch.fx.wrap("flat_head")  # a leaf for torch.fx (its layout branch is not traceable): lets the teacher fold BN
 
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
@@ -73,7 +76,7 @@ class _SVHNNet(nn.Module):
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
+        return flat_head(self.features(x), self.classifier)
 
 
 class _DigitNet(nn.Module):
@@ -98,7 +101,7 @@ class _DigitNet(nn.Module):
             self.classifier = nn.Sequential(nn.Linear(feat, 128), nn.ReLU(), nn.Linear(128, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
+        return flat_head(self.features(x), self.classifier)
 
 
 def ccexam_weights(name: str) -> Path:

@@ -222,3 +222,47 @@ def test_frozen_teacher_folds_bn_only_without_autograd():
     t.double()  # moving the teacher refolds from the moved network
     with torch.no_grad():
         assert t(x.double()).dtype == torch.float64
+
+
+def test_flat_linear_and_head_read_channels_last_maps_in_place():
+    """flat_linear/flat_head on a channels_last map = Linear on the (C, H, W) flattening, values and gradients;
+    the gradient reaching the map stays channels_last."""
+    from augkd.models.layers import flat_head, flat_linear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6 * 3 * 4, 5).double()
+    head = torch.nn.Sequential(torch.nn.Dropout(0.3), lin, torch.nn.ReLU())
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    torch.testing.assert_close(flat_linear(x, lin), lin(torch.flatten(x, 1)))
+    torch.testing.assert_close(flat_head(x, head.eval()), head(torch.flatten(x, 1)))
+    for fn in (lambda t: flat_linear(t, lin), lambda t: flat_head(t, head.eval())):
+        ref_in = x.clone().requires_grad_()
+        ref = fn(ref_in)
+        cl_in = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+        out = fn(cl_in)
+        torch.testing.assert_close(out, ref)
+        g = torch.randn_like(out)
+        (gr,) = torch.autograd.grad(ref, ref_in, g)
+        (gc,) = torch.autograd.grad(out, cl_in, g)
+        torch.testing.assert_close(gc, gr)
+        assert gc.is_contiguous(memory_format=torch.channels_last)
+    head.train()
+    big = torch.ones(64, 6, 3, 4).contiguous(memory_format=torch.channels_last)
+    ident = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(72, 72, bias=False))
+    torch.nn.init.eye_(ident[1].weight)
+    zeros = float((flat_head(big, ident) == 0).float().mean())
+    assert 0.4 < zeros < 0.6  # dropout still applied in training mode
+
+
+def test_encoder_and_svhn_teacher_same_function_channels_last():
+    from augkd.checkpoint import load_model
+
+    enc = Encoder(10, latent_dim=8, image_size=32, width=8).eval()
+    x, y = torch.rand(3, 3, 32, 32), torch.tensor([0, 4, 9])
+    ref = enc(x, y)[1]
+    out = enc.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last), y)[1]
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    net, _ = load_model("ccexam-svhn")
+    ref = net(x)
+    out = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,43 @@
+"""Layout helpers shared by augkd's own networks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _is_channels_last_map(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.shape[2] * x.shape[3] > 1 and not x.is_contiguous() and x.is_contiguous(
+        memory_format=torch.channels_last)  # fmt: skip
+
+
+def flat_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """``linear(torch.flatten(x, 1))`` for a feature map ``x`` [N, C, H, W], without reordering a channels_last map.
+
+    ``torch.flatten`` of a channels_last map copies it into (C, H, W) order, and autograd then hands the
+    layers below an NCHW gradient for channels_last activations, which sends BatchNorm's backward (and the
+    rest) down a slow mixed-layout path (bf16 CPU: 57 vs 9 ms for a [256, 256, 8, 8] BN). Here a channels_last
+    map is read in its own (H, W, C) order and the weight's columns are permuted to match: the same function.
+    """
+    if not _is_channels_last_map(x):
+        return linear(torch.flatten(x, 1))
+    n, c, h, w = x.shape
+    weight = linear.weight.view(linear.out_features, c, h, w).permute(0, 2, 3, 1).reshape(linear.out_features, -1)
+    return F.linear(x.permute(0, 2, 3, 1).reshape(n, -1), weight, linear.bias)
+
+
+def flat_head(x: torch.Tensor, head: nn.Sequential) -> torch.Tensor:
+    """``head(torch.flatten(x, 1))`` for a head of dropout layers, then a Linear, then anything.
+
+    For a channels_last map the leading dropouts act on the map itself (element-wise: the same
+    distribution as on the flattened vector) and the Linear goes through :func:`flat_linear`.
+    """
+    k = 0
+    while k < len(head) and isinstance(head[k], nn.Dropout):
+        k += 1
+    if not _is_channels_last_map(x) or k == len(head) or not isinstance(head[k], nn.Linear):
+        return head(torch.flatten(x, 1))
+    for layer in head[:k]:
+        x = layer(x)
+    return head[k + 1 :](flat_linear(x, head[k]))
