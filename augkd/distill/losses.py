@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,45 @@ from augkd.kernels import kd_loss, uncertainty
 
 if TYPE_CHECKING:
     from augkd.config import Module1Config, Module2Config
+
+
+class _ChannelMeanVar(torch.autograd.Function):
+    """Per-channel mean and unbiased variance of x [N, C, H, W] over (N, H, W), in fp32, any input dtype.
+
+    Forward: two fp32-accumulated reductions (Σx, Σx²) straight from x (no fp32 copy of a bf16 map, and
+    for channels_last maps a free [N·H·W, C] view). Backward: one fused pass,
+    dx = g_mean / M + 2 g_var (x − mean) / (M − 1), in x's dtype. Σx² − M·mean² in fp32 cancels only when
+    |mean| ≫ std, which BN inputs (conv outputs) are not; the test checks it against torch.var_mean.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = x.shape[1]
+        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        flat = x.permute(0, 2, 3, 1).reshape(-1, c) if cl else x.transpose(0, 1).reshape(c, -1).t()
+        m = flat.shape[0]
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        total = flat.sum(dim=0, dtype=acc)
+        sq = torch.linalg.vector_norm(flat, dim=0, dtype=acc).square()
+        mean = total / m
+        var = (sq - total * mean).clamp_min(0.0) / max(m - 1, 1)
+        ctx.save_for_backward(x, mean)
+        ctx.m = m
+        return mean.float(), var.float()
+
+    @staticmethod
+    def backward(ctx: Any, g_mean: torch.Tensor, g_var: torch.Tensor) -> torch.Tensor:
+        x, mean = ctx.saved_tensors
+        m = ctx.m
+        a = g_var * (2.0 / max(m - 1, 1))  # dx = a·x + b per channel
+        b = g_mean / m - a * mean.to(a.dtype)
+        shape = (1, -1, 1, 1)
+        return torch.addcmul(b.view(shape).to(x.dtype), x, a.view(shape).to(x.dtype))
+
+
+def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, unbiased var) per channel of a [N, C, H, W] map over (N, H, W), fp32, differentiable."""
+    return _ChannelMeanVar.apply(x)
 
 
 class BNStatsHook:
@@ -38,12 +77,7 @@ class BNStatsHook:
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         if not self.enabled:
             return
-        x = inputs[0].float()
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            x = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a free [N·H·W, C] view: one pass per channel
-            var, mean = torch.var_mean(x, dim=0, correction=1)
-        else:
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)
+        mean, var = channel_mean_var(inputs[0])
         self._means.append(mean)
         self._vars.append(var)
 

@@ -72,3 +72,28 @@ def test_bn_hook_statistics_are_mean_and_unbiased_variance(channels_last):
     rm, rv = net[1].running_mean.float(), net[1].running_var.float()
     expected = torch.linalg.vector_norm(want_mean.float() - rm) + torch.linalg.vector_norm(want_var.float() - rv)
     torch.testing.assert_close(hook.loss(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_mean_var_matches_torch_values_and_gradients(dtype, channels_last):
+    """The BN hook's fused statistics = torch.var_mean over (N, H, W) in fp32, forward and backward, for
+    activations with a non-zero mean (the cancellation case of Σx² − M·mean²)."""
+    from augkd.distill.losses import channel_mean_var
+
+    torch.manual_seed(0)
+    x = (torch.randn(8, 6, 5, 7) * torch.linspace(0.5, 3, 6).view(1, -1, 1, 1) + 2.0).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    a = x.clone().requires_grad_()
+    mean, var = channel_mean_var(a)
+    b = x.clone().float().requires_grad_()
+    want_var, want_mean = torch.var_mean(b, dim=(0, 2, 3), correction=1)
+    torch.testing.assert_close(mean, want_mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(var, want_var, rtol=1e-4, atol=1e-5)
+    gm, gv = torch.randn(6), torch.randn(6)
+    (mean * gm + var * gv).sum().backward()
+    (want_mean * gm + want_var * gv).sum().backward()
+    assert a.grad.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(a.grad.float(), b.grad, rtol=tol, atol=tol)
