@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from augkd.distill.engine import RunContext, Stage, frozen_weights, set_trainable
+from augkd.distill.engine import RunContext, Stage, adam, frozen_weights, set_trainable
 from augkd.distill.losses import BNStatsHook, anchor_loss, encoder_loss, generator_loss, student_kd_loss
 from augkd.distill.schedule import stage_factor, warmup_factor
 from augkd.kernels import fused_mixup, latent_mix
@@ -61,9 +61,9 @@ class DataFreeStage(Stage):
         for n in self.trains:
             set_trainable(ctx.nets[n], True)
         self.optimizers = {
-            "generator": torch.optim.Adam(g.parameters(), lr=c.g_lr),
-            "student": torch.optim.Adam(s.parameters(), lr=c.s_lr, weight_decay=c.s_wd),
-            "encoder": torch.optim.Adam(e.parameters(), lr=c.e_lr),
+            "generator": adam(g.parameters(), lr=c.g_lr),
+            "student": adam(s.parameters(), lr=c.s_lr, weight_decay=c.s_wd),
+            "encoder": adam(e.parameters(), lr=c.e_lr),
         }
         # cosine per epoch on all three (official: E's scheduler never stepped, B8)
         self.schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(self.epochs, 1))
@@ -158,9 +158,9 @@ class AnchorStage(Stage):
             set_trainable(ctx.nets[n], False)
         set_trainable(ctx.nets["anchor"], True)
         c = ctx.cfg.module2
-        self.optimizers = {"anchor": torch.optim.Adam(ctx.nets["anchor"].parameters(), lr=c.lr)}
-        self.schedulers = {"anchor": torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["anchor"],
-                                                                                  T_max=max(self.epochs, 1))}  # fmt: skip
+        opt = adam(ctx.nets["anchor"].parameters(), lr=c.lr)
+        self.optimizers = {"anchor": opt}
+        self.schedulers = {"anchor": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.epochs, 1))}
 
     def _loss(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, a: torch.nn.Module) -> dict[str, torch.Tensor]:
         e, g = ctx.nets["encoder"], ctx.nets["generator"]  # frozen: gradients flow through G to the anchor only
@@ -249,7 +249,7 @@ class MixupStage(Stage):
             set_trainable(ctx.nets[n], False)
         set_trainable(ctx.nets["student"], True)
         c = ctx.cfg.module3
-        opt = torch.optim.Adam(ctx.nets["student"].parameters(), lr=c.lr, weight_decay=c.wd)
+        opt = adam(ctx.nets["student"].parameters(), lr=c.lr, weight_decay=c.wd)
         self.optimizers = {"student": opt}
         # ConstantLR defaults (lr/3 for the first 5 steps), as a per-step warm-up
         self.schedulers = {"student": torch.optim.lr_scheduler.LambdaLR(opt, lambda st: warmup_factor(st))}
@@ -329,7 +329,7 @@ class SupervisedStage(Stage):
     def setup(self, ctx: RunContext) -> None:
         set_trainable(ctx.nets["student"], True)
         c = ctx.cfg.kd
-        opt = torch.optim.Adam(ctx.nets["student"].parameters(), lr=c.lr, weight_decay=c.wd)
+        opt = adam(ctx.nets["student"].parameters(), lr=c.lr, weight_decay=c.wd)
         self.optimizers = {"student": opt}
         self.schedulers = {"student": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.epochs, 1))}
 
