@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,22 +49,26 @@ class FrozenTeacher(nn.Module):
     def train(self, mode: bool = True) -> FrozenTeacher:  # always eval: BN running stats stay frozen
         return super().train(False)
 
-    def _apply(self, fn: Any, recurse: bool = True) -> FrozenTeacher:  # .to()/.cuda()/...: refold from the moved net
-        self.__dict__["_folded"] = None
-        return super()._apply(fn, recurse)
+    def _weights_key(self) -> tuple[tuple[int, int, torch.dtype], ...]:
+        """Storage, in-place version and dtype of every weight: changes on .to(), load_state_dict, copy_."""
+        return tuple((t.data_ptr(), t._version, t.dtype) for t in (*self.net.parameters(), *self.net.buffers()))
 
     def folded(self) -> nn.Module:
-        """The network with conv–BN pairs folded (built once per device/dtype/layout; the plain net if untraceable)."""
-        net = self.__dict__.get("_folded")
-        if net is None:
+        """The network with conv–BN pairs folded, rebuilt whenever the weights moved or changed (the plain net
+        if it has no BatchNorm2d or ``fuse`` cannot trace it)."""
+        key = self._weights_key()
+        cached = self.__dict__.get("_folded")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        net: nn.Module = self.net
+        if any(isinstance(m, nn.BatchNorm2d) for m in self.net.modules()):
             from torch.fx.experimental.optimization import fuse
 
             try:
                 net = fuse(self.net).requires_grad_(False)
             except Exception as exc:  # noqa: BLE001 - control flow fx cannot trace: run unfused
-                logger.debug("teacher conv-BN folding skipped: %s", exc)
-                net = self.net
-            self.__dict__["_folded"] = net  # not a submodule: no state_dict entry, not moved by .to()
+                logger.info("teacher conv-BN folding skipped (%s): no-grad teacher calls run unfused", exc)
+        self.__dict__["_folded"] = (key, net)  # not a submodule: no state_dict entry, not moved by .to()
         return net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

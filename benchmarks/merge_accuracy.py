@@ -86,9 +86,13 @@ def select(doc: dict[str, Any], methods: list[str], name: str) -> dict[str, Any]
 
 def read_part(spec: str) -> dict[str, Any]:
     """A part given as ``FILE`` or ``FILE:method,method``."""
-    path, _, methods = spec.partition(":")
-    doc = json.loads(Path(path).read_text())
-    return select(doc, [m for m in methods.split(",") if m], spec) if methods else doc
+    path, sep, methods = spec.rpartition(":")
+    if not sep or Path(spec).is_file():  # no method list (a colon may be part of the path itself)
+        return json.loads(Path(spec).read_text())
+    names = [m for m in methods.split(",") if m]
+    if not names:
+        raise SystemExit(f"error: {spec}: no methods after ':'")
+    return select(json.loads(Path(path).read_text()), names, spec)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from augkd.kernels import kd_loss, uncertainty
 
@@ -18,35 +19,40 @@ if TYPE_CHECKING:
 class _ChannelMeanVar(torch.autograd.Function):
     """Per-channel mean and unbiased variance of x [N, C, H, W] over (N, H, W), in fp32, any input dtype.
 
-    Forward: two fp32-accumulated reductions (Σx, Σx²) straight from x (no fp32 copy of a bf16 map, and
-    for channels_last maps a free [N·H·W, C] view). Backward: one fused pass,
-    dx = g_mean / M + 2 g_var (x − mean) / (M − 1), in x's dtype. Σx² − M·mean² in fp32 cancels only when
-    |mean| ≫ std, which BN inputs (conv outputs) are not; the test checks it against torch.var_mean.
+    Two passes accumulated in fp32 (the mean, then the sum of squared deviations; no Σx² − M·mean²
+    cancellation when |mean| ≫ std, as for near-constant early generator images), reading a channels_last
+    map through a free [N·H·W, C] view. Backward is one fused fp32 expression,
+    dx = g_mean / M + 2 g_var (x − mean) / (M − 1), cast to x's dtype once — instead of autograd's chain
+    of full-size temporaries behind ``torch.var_mean``.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _flat(x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        flat = x.permute(0, 2, 3, 1).reshape(-1, c) if cl else x.transpose(0, 1).reshape(c, -1).t()
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return x.permute(0, 2, 3, 1).reshape(-1, c)
+        return x.transpose(0, 1).reshape(c, -1).t()
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = _ChannelMeanVar._flat(x)
         m = flat.shape[0]
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        total = flat.sum(dim=0, dtype=acc)
-        sq = torch.linalg.vector_norm(flat, dim=0, dtype=acc).square()
-        mean = total / m
-        var = (sq - total * mean).clamp_min(0.0) / max(m - 1, 1)
+        mean = flat.sum(dim=0, dtype=acc) / m
+        var = torch.linalg.vector_norm(flat.to(acc) - mean, dim=0).square() / (m - 1) if m > 1 else mean * float("nan")
         ctx.save_for_backward(x, mean)
         ctx.m = m
         return mean.float(), var.float()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, g_mean: torch.Tensor, g_var: torch.Tensor) -> torch.Tensor:
         x, mean = ctx.saved_tensors
         m = ctx.m
-        a = g_var * (2.0 / max(m - 1, 1))  # dx = a·x + b per channel
-        b = g_mean / m - a * mean.to(a.dtype)
         shape = (1, -1, 1, 1)
-        return torch.addcmul(b.view(shape).to(x.dtype), x, a.view(shape).to(x.dtype))
+        a = (g_var.to(mean.dtype) * (2.0 / max(m - 1, 1))).view(shape)
+        dx = (x.to(mean.dtype) - mean.view(shape)) * a + (g_mean.to(mean.dtype) / m).view(shape)
+        return dx.to(x.dtype)
 
 
 def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ def flat_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     if not _is_channels_last_map(x):
         return linear(torch.flatten(x, 1))
     n, c, h, w = x.shape
-    weight = linear.weight.view(linear.out_features, c, h, w).permute(0, 2, 3, 1).reshape(linear.out_features, -1)
+    weight = linear.weight.reshape(linear.out_features, c, h, w).permute(0, 2, 3, 1).reshape(linear.out_features, -1)
     return F.linear(x.permute(0, 2, 3, 1).reshape(n, -1), weight, linear.bias)
 
 

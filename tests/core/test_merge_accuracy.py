@@ -68,3 +68,15 @@ def test_a_part_can_contribute_only_some_methods(tmp_path):
     assert set(out["wall_time_per_module_s"]) == {"m", "base"}
     with pytest.raises(SystemExit, match="has no results for nope"):
         merge_accuracy.read_part(f"{tmp_path / 'old.json'}:nope")
+
+
+def test_part_spec_parsing(tmp_path):
+    import json
+
+    doc = _doc([0], [(0.8, 0.9, 1.0)], "x")
+    odd = tmp_path / "a:b.json"  # a colon inside the file name is not a method list
+    odd.write_text(json.dumps(doc))
+    assert merge_accuracy.read_part(str(odd))["methods"].keys() == {"m"}
+    assert merge_accuracy.read_part(f"{odd}:m")["methods"].keys() == {"m"}
+    with pytest.raises(SystemExit, match="no methods"):
+        merge_accuracy.read_part(f"{odd}:")

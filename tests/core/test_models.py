@@ -219,6 +219,14 @@ def test_frozen_teacher_folds_bn_only_without_autograd():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in t.folded().modules())
     torch.testing.assert_close(folded, with_grad.detach(), rtol=1e-4, atol=1e-4)
     assert set(t.state_dict()) == keys
+    # changed weights (load_state_dict on the wrapper or the inner net) are refolded, not served stale
+    sd = {k: v.clone() for k, v in net.state_dict().items()}
+    for k in sd:
+        if k.endswith("running_mean"):
+            sd[k] += 0.5
+    net.load_state_dict(sd)
+    with torch.no_grad():
+        torch.testing.assert_close(t(x), t.net(t.norm(x)), rtol=1e-4, atol=1e-4)
     t.double()  # moving the teacher refolds from the moved network
     with torch.no_grad():
         assert t(x.double()).dtype == torch.float64
@@ -266,3 +274,12 @@ def test_encoder_and_svhn_teacher_same_function_channels_last():
     ref = net(x)
     out = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_adam_helper_keeps_param_groups_from_generators():
+    from augkd.distill.engine import adam
+
+    net = torch.nn.Linear(3, 2)
+    opt = adam([{"params": net.parameters(), "lr": 0.1}])
+    assert len(opt.param_groups[0]["params"]) == 2 and opt.param_groups[0]["lr"] == 0.1
+    assert opt.defaults["fused"] is True

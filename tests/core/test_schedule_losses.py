@@ -82,7 +82,8 @@ def test_channel_mean_var_matches_torch_values_and_gradients(dtype, channels_las
     from augkd.distill.losses import channel_mean_var
 
     torch.manual_seed(0)
-    x = (torch.randn(8, 6, 5, 7) * torch.linspace(0.5, 3, 6).view(1, -1, 1, 1) + 2.0).to(dtype)
+    # |mean| / std from 0.7 to 40 across channels: Σx² − M·mean² in fp32 would lose the variance
+    x = (torch.randn(8, 6, 5, 7) * torch.linspace(0.05, 3, 6).view(1, -1, 1, 1) + 2.0).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     a = x.clone().requires_grad_()
@@ -90,10 +91,10 @@ def test_channel_mean_var_matches_torch_values_and_gradients(dtype, channels_las
     b = x.clone().float().requires_grad_()
     want_var, want_mean = torch.var_mean(b, dim=(0, 2, 3), correction=1)
     torch.testing.assert_close(mean, want_mean, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(var, want_var, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(var, want_var, rtol=1e-5, atol=1e-7)
     gm, gv = torch.randn(6), torch.randn(6)
     (mean * gm + var * gv).sum().backward()
     (want_mean * gm + want_var * gv).sum().backward()
     assert a.grad.dtype == dtype
-    tol = 1e-5 if dtype == torch.float32 else 2e-2
-    torch.testing.assert_close(a.grad.float(), b.grad, rtol=tol, atol=tol)
+    # the reference gradient rounded once to the input dtype: the fused backward rounds only at the end
+    torch.testing.assert_close(a.grad, b.grad.to(dtype), rtol=1e-5 if dtype == torch.float32 else 8e-3, atol=1e-6)
