@@ -50,9 +50,9 @@ class _ChannelMeanVar(torch.autograd.Function):
         x, mean = ctx.saved_tensors
         m = ctx.m
         shape = (1, -1, 1, 1)
-        a = (g_var.to(mean.dtype) * (2.0 / max(m - 1, 1))).view(shape)
-        dx = (x.to(mean.dtype) - mean.view(shape)) * a + (g_mean.to(mean.dtype) / m).view(shape)
-        return dx.to(x.dtype)
+        a = g_var.to(mean.dtype) * (2.0 / max(m - 1, 1))
+        b = g_mean.to(mean.dtype) / m - a * mean  # dx = a·x + b per channel, in fp32 (|a·x| ≈ |b| cancels)
+        return torch.addcmul(b.view(shape), x.to(mean.dtype), a.view(shape)).to(x.dtype)
 
 
 def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
