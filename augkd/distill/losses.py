@@ -11,6 +11,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from augkd.kernels import kd_loss, uncertainty
+from augkd.models.layers import is_channels_last
 
 if TYPE_CHECKING:
     from augkd.config import Module1Config, Module2Config
@@ -29,7 +30,7 @@ class _ChannelMeanVar(torch.autograd.Function):
     @staticmethod
     def _flat(x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        if is_channels_last(x):
             return x.permute(0, 2, 3, 1).reshape(-1, c)
         return x.transpose(0, 1).reshape(c, -1).t()
 

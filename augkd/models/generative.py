@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augkd.models.layers import flat_linear
+from augkd.models.layers import flat_linear, is_channels_last
 from augkd.models.registry import register_model
 
 
@@ -90,7 +90,7 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.fc(z).view(z.shape[0], self.width, self.base, self.base)
-        if self.head.weight.is_contiguous(memory_format=torch.channels_last) and not self.head.weight.is_contiguous():
+        if is_channels_last(self.head.weight):
             # the net was moved to channels_last: so must its first activation (a view of fc's output is NCHW),
             # else every layer below runs NCHW and the nearest upsampling alone costs 9× (measured, bf16 CPU)
             x = x.contiguous(memory_format=torch.channels_last)
