@@ -21,6 +21,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+WALL_FIELDS = ("wall_time_per_module_s", "wall_time_per_epoch_s")  # per-method wall-time tables of a part
+
 
 def _pool(parts: list[tuple[int, float, float]]) -> tuple[float, float]:
     """Mean and sample std of the union of groups given as (n, mean, sample std)."""
@@ -52,7 +54,7 @@ def merge(docs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         n = [len(r["seeds"]) for r in rows]
         row["total_s_mean"] = sum(k * r["total_s_mean"] for k, r in zip(n, rows, strict=True)) / sum(n)
         methods[method] = row
-    wall: dict[str, dict[str, dict[str, float]]] = {"wall_time_per_module_s": {}, "wall_time_per_epoch_s": {}}
+    wall: dict[str, dict[str, dict[str, float]]] = {field: {} for field in WALL_FIELDS}
     for field, table in wall.items():
         for method in methods:
             parts = [(len(d["methods"][method]["seeds"]), d.get(field, {}).get(method, {}))
@@ -78,7 +80,7 @@ def select(doc: dict[str, Any], methods: list[str], name: str) -> dict[str, Any]
     if missing:
         raise SystemExit(f"error: {name} has no results for {', '.join(missing)}")
     out = dict(doc, methods={m: doc["methods"][m] for m in methods})
-    for field in ("wall_time_per_module_s", "wall_time_per_epoch_s"):
+    for field in WALL_FIELDS:
         if field in doc:
             out[field] = {m: v for m, v in doc[field].items() if m in methods}
     return out
