@@ -102,6 +102,9 @@ class Module2Config(_Base):
     w_mask: float = 1.0
     w_ce: float = 0.1
     tau: float = Field(1.0, gt=0)  # energy temperature
+    # z = E(x, y) in the training batches: "mean" = mu; "sample" = a fresh draw z ~ q(z|x, y) per batch
+    # (decisions.md B13: the encoder samples only while training). Validation and pictures use mu.
+    encoder_z: Literal["mean", "sample"] = "mean"
 
 
 class Module3Config(_Base):
@@ -118,6 +121,7 @@ class Module3Config(_Base):
     kd_target: Literal["teacher", "student"] = "teacher"  # student = official code (B1)
     normalize_real: bool = True  # False = official code's raw real half (B3)
     mixed_only: bool = False  # train on the mixed half only (no separate real half)
+    encoder_z: Literal["mean", "sample"] = "mean"  # as module2.encoder_z, for the mixup batches
 
 
 class KDConfig(_Base):

@@ -162,10 +162,12 @@ class AnchorStage(Stage):
         self.optimizers = {"anchor": opt}
         self.schedulers = {"anchor": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.epochs, 1))}
 
-    def _loss(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, a: torch.nn.Module) -> dict[str, torch.Tensor]:
+    def _loss(
+        self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, a: torch.nn.Module, train: bool = False
+    ) -> dict[str, torch.Tensor]:
         e, g = ctx.nets["encoder"], ctx.nets["generator"]  # frozen: gradients flow through G to the anchor only
-        with torch.no_grad():
-            z, _, _ = e(x, y)  # encoder in eval mode → its mean (deterministic)
+        with torch.no_grad():  # the mean, or a draw from q(z|x, y) in training batches (module2.encoder_z)
+            z, _, _ = e(x, y, sample=train and ctx.cfg.module2.encoder_z == "sample")
         with ctx.autocast():
             z_a, m = a(z, y)
             x_a = _cl(g(z_a), ctx)
@@ -176,7 +178,7 @@ class AnchorStage(Stage):
         rows = []
         for i, (x, y) in enumerate(ctx.batches("train", ctx.cfg.train.batch_size, self.name, epoch, augment=True,
                                                drop_last=True)):  # fmt: skip
-            losses = self._loss(ctx, x.to(ctx.device), y.to(ctx.device), ctx.net("anchor"))
+            losses = self._loss(ctx, x.to(ctx.device), y.to(ctx.device), ctx.net("anchor"), train=True)
             ctx.check_finite(losses, "module2")
             self.optimize(ctx, "anchor", losses["loss"])
             rows.append({f"a_{k}": v.detach() for k, v in losses.items()})
@@ -255,11 +257,16 @@ class MixupStage(Stage):
         self.schedulers = {"student": torch.optim.lr_scheduler.LambdaLR(opt, lambda st: warmup_factor(st))}
 
     @torch.no_grad()
-    def mix(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_m in [0,1], normalised x_m): z_a = A(E(x, y)), z_m = (1−s)z_a + s·z, x_m = (1−s)G(z_m) + s·x."""
+    def mix(
+        self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, s: float, sample: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_m in [0,1], normalised x_m): z_a = A(E(x, y)), z_m = (1−s)z_a + s·z, x_m = (1−s)G(z_m) + s·x.
+
+        z is E's mean, or a draw from q(z|x, y) with ``sample`` (training batches, module3.encoder_z).
+        """
         if s >= 1.0:
             return x, ctx.student_norm(x)
-        z, _, _ = ctx.nets["encoder"](x, y)
+        z, _, _ = ctx.nets["encoder"](x, y, sample=sample)
         z_a = ctx.nets["anchor"](z, y)[0] if self.use_anchor else z
         z_m = latent_mix(z_a, z, s, backend=ctx.backend)
         with ctx.autocast():
@@ -277,7 +284,7 @@ class MixupStage(Stage):
         rows = []
         for i, (x, y) in enumerate(ctx.batches("train", ctx.cfg.train.batch_size, self.name, epoch, augment=True)):
             x, y = x.to(ctx.device), y.to(ctx.device)
-            x_m, x_mn = self.mix(ctx, x, y, s)
+            x_m, x_mn = self.mix(ctx, x, y, s, sample=c.encoder_z == "sample")
             if c.mixed_only:
                 inputs, raw, labels = x_mn, x_m, y
             else:

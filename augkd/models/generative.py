@@ -139,7 +139,10 @@ class Encoder(nn.Module):
         self.logvar = nn.Linear(feat, latent_dim)
         _uniform_init(self)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, sample: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``sample`` overrides the mode rule: True draws z ~ q(z|x, y), False returns mu."""
         b = x.shape[0]
         onehot = F.one_hot(y, self.num_classes).to(x.dtype)
         cmap = self.class_map(onehot).view(b, 1, self.image_size, self.image_size)
@@ -148,7 +151,9 @@ class Encoder(nn.Module):
             h = stage(F.interpolate(h, size=(math.ceil(h.shape[-2] / 2), math.ceil(h.shape[-1] / 2)), mode="nearest"))
         h = self.out(h)
         mu, logvar = flat_linear(h, self.mu), flat_linear(h, self.logvar).clamp(-5.0, 3.0)
-        if self.training or self.sample_in_eval:
+        if sample is None:
+            sample = self.training or self.sample_in_eval
+        if sample:
             eps = torch.randn_like(mu).clamp(-10.0, 10.0)
             z = mu + torch.exp(0.5 * logvar) * eps
         else:

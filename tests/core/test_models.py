@@ -65,6 +65,22 @@ def test_generator_encoder_shapes_and_ranges(size):
     assert torch.equal(e(x, torch.tensor([0, 1, 2]))[0], e(x, torch.tensor([0, 1, 2]))[0])  # eval → μ
 
 
+def test_encoder_sample_override():
+    """``sample=True`` draws z ~ q(z|x, y) in eval mode (modules 2/3 ``encoder_z: sample``); False gives μ."""
+    torch.manual_seed(0)
+    e, y = Encoder(10, 16, 32, 8).eval(), torch.tensor([0, 1, 2, 3])
+    x = torch.rand(4, 3, 32, 32)
+    z0, mu, logvar = e(x, y)
+    assert torch.equal(z0, mu)
+    z1, mu1, _ = e(x, y, sample=True)
+    z2, _, _ = e(x, y, sample=True)
+    assert torch.equal(mu1, mu) and not torch.allclose(z1, z2)
+    # a draw is μ + σ·ε: its standardised residual is a plausible N(0, 1) sample
+    eps = (z1 - mu) / torch.exp(0.5 * logvar)
+    assert eps.abs().max() <= 10 and 0.5 < eps.std() < 1.5
+    assert torch.equal(e.train()(x, y, sample=False)[0], e(x, y)[1])
+
+
 def test_anchor_mask_range_and_class_dependence():
     a = AnchorNet(5, 12)
     y = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
