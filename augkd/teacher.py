@@ -16,7 +16,7 @@ from augkd.data import augment_batch, load_domain
 from augkd.errors import TrainingError
 from augkd.evaluate import Normalize, accuracy
 from augkd.models import create_model
-from augkd.utils import atomic_write_json, resolve_device, seed_everything
+from augkd.utils import atomic_write_json, keep_freed_memory, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ def train_teacher(
     save_config(cfg, out / "config.yaml")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    if cfg.train.malloc == "keep":
+        keep_freed_memory()
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     data = load_domain(cfg.data, out)

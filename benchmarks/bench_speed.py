@@ -78,9 +78,14 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--fp32-nets", default="student", help="networks kept in fp32 under bf16 (train.fp32_nets)")
     ap.add_argument("--device", default="cpu", help="cpu (the issue's target) or cuda")
+    ap.add_argument("--malloc", default="keep", choices=("keep", "system"),
+                    help="keep: augkd.utils.keep_freed_memory(), as a run does (train.malloc); system: glibc defaults")
     ap.add_argument("--out", default=None, help="default benchmarks/results/speed-module1-<cpu|gpu name>.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from augkd.utils import keep_freed_memory
+
+    malloc_kept = keep_freed_memory() if args.malloc == "keep" else False
     os.environ.setdefault("AUGKD_KERNEL_BACKEND", "torch")
     fp32 = tuple(n for n in args.fp32_nets.split(",") if n)
     rows = [measure(p, args.iters, args.warmup, args.batch, True, args.device, fp32) for p in args.precisions.split(",")]  # noqa: E501
@@ -94,7 +99,7 @@ def main() -> None:
         args.out = f"benchmarks/results/speed-module1-{device_slug(args.device)}.json"
 
     result = {"benchmark": "module1_iteration", "official_reference_s": OFFICIAL_S_PER_ITER, "rows": rows,
-              "device": device_name, "threads": args.threads, "torch": torch.__version__,
+              "device": device_name, "threads": args.threads, "malloc": "keep" if malloc_kept else "system", "torch": torch.__version__,
               "augkd": augkd_version(), "git_sha": git_sha(), "load_avg_at_end": os.getloadavg(),
               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

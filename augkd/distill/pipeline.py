@@ -27,7 +27,7 @@ from augkd.distill.stages import DataFreeStage, MixupStage, build_stages, needs_
 from augkd.errors import ConfigError, InputError
 from augkd.evaluate import FrozenTeacher, Normalize
 from augkd.models import create_model
-from augkd.utils import atomic_write_json, atomic_write_text, augkd_version, git_sha, seed_everything
+from augkd.utils import atomic_write_json, atomic_write_text, augkd_version, git_sha, keep_freed_memory, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +188,8 @@ def distill(
     _prepare_run_dir(cfg, run_dir, resume, fabric)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    if cfg.train.malloc == "keep":
+        keep_freed_memory()
     main, fprec = fabric.is_global_zero, fabric_precision_name(fabric)
     ctx = build_context(cfg, run_dir, fabric, on_epoch_end, on_step_end)
     device, data, teacher, nets, precision = ctx.device, ctx.data, ctx.teacher, ctx.nets, ctx.precision
