@@ -36,11 +36,15 @@ class _ChannelMeanVar(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = _ChannelMeanVar._flat(x)
-        m = flat.shape[0]
+        c = x.shape[1]
+        m = x.numel() // max(c, 1)
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        mean = flat.sum(dim=0, dtype=acc) / m
-        var = torch.linalg.vector_norm(flat.to(acc) - mean, dim=0).square() / (m - 1) if m > 1 else mean * float("nan")
+        if x.device.type == "cpu" and m > 1:
+            mean, var = _cpu_mean_var(x, acc)
+        else:
+            flat = _ChannelMeanVar._flat(x)
+            mean = flat.sum(dim=0, dtype=acc) / m
+            var = torch.linalg.vector_norm(flat.to(acc) - mean, dim=0).square() / (m - 1) if m > 1 else mean * float("nan")
         ctx.save_for_backward(x, mean)
         ctx.m = m
         return mean.float(), var.float()
@@ -54,6 +58,35 @@ class _ChannelMeanVar(torch.autograd.Function):
         a = g_var.to(mean.dtype) * (2.0 / max(m - 1, 1))
         b = g_mean.to(mean.dtype) / m - a * mean  # dx = a·x + b per channel, in fp32 (|a·x| ≈ |b| cancels)
         return torch.addcmul(b.view(shape), x.to(mean.dtype), a.view(shape)).to(x.dtype)
+
+
+_STATS_CHUNK = 16384  # per-channel elements per call of the CPU statistics kernel (see _cpu_mean_var)
+
+
+def _cpu_mean_var(x: torch.Tensor, acc: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, unbiased var) through ATen's CPU BatchNorm statistics kernel, in batch chunks.
+
+    ``torch.batch_norm_update_stats`` reads the bf16 (or fp32) map in either layout and accumulates in fp32:
+    ~25× faster than generic reductions on a [256, 32, 32, 32] bf16 map (1.3 vs 33 ms, 2 threads). Its
+    fp32 running sums lose precision over long reductions (var off by 1e-2 relative at |mean|/std = 400
+    over 262 k values), so the batch is cut into chunks of at most ``_STATS_CHUNK`` values per channel and
+    the chunks are merged in fp64 (Chan et al.'s pairwise formula): ≤ 4e-5 relative there, ~2 ms.
+    """
+    n, c = x.shape[0], x.shape[1]
+    per_sample = x.numel() // max(n * c, 1)
+    k = min(n, max(1, math.ceil(n * per_sample / _STATS_CHUNK)))
+    means, vars_b, counts = [], [], []
+    for xc in x.chunk(k):  # along N: each chunk keeps x's memory layout
+        mu, vb = torch.batch_norm_update_stats(xc, torch.zeros(c, dtype=acc), torch.ones(c, dtype=acc), 0.0)
+        means.append(mu.double())
+        vars_b.append(vb.double())
+        counts.append(xc.shape[0] * per_sample)
+    cnt = torch.tensor(counts, dtype=torch.float64).view(-1, 1)
+    mu_k, var_k = torch.stack(means), torch.stack(vars_b)
+    total = cnt.sum()
+    mean = (cnt * mu_k).sum(0) / total
+    var = (cnt * (var_k + (mu_k - mean) ** 2)).sum(0) / (total - 1)  # the scratch running buffers are discarded
+    return mean.to(acc), var.to(acc)
 
 
 def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

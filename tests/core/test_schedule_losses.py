@@ -74,6 +74,24 @@ def test_bn_hook_statistics_are_mean_and_unbiased_variance(channels_last):
     torch.testing.assert_close(hook.loss(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_mean_var_long_reductions_near_constant_channels(channels_last):
+    """Maps big enough to be chunked (98 k values per channel) with |mean|/std up to 400, against fp64."""
+    from augkd.distill import losses
+
+    torch.manual_seed(0)
+    x = torch.randn(96, 3, 32, 32) * torch.tensor([1.0, 0.05, 0.01]).view(1, -1, 1, 1) + torch.tensor([0.0, 3.0, 4.0]).view(1, -1, 1, 1)
+    x = x.to(torch.bfloat16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert x.shape[0] * 32 * 32 > 4 * losses._STATS_CHUNK  # several chunks merged
+    mean, var = losses.channel_mean_var(x)
+    xd = x.double()
+    want_var, want_mean = torch.var_mean(xd, dim=(0, 2, 3), correction=1)
+    torch.testing.assert_close(mean.double(), want_mean, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(var.double(), want_var, rtol=1e-4, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_channel_mean_var_matches_torch_values_and_gradients(dtype, channels_last):
