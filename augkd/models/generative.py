@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augkd.models.layers import flat_linear, is_channels_last
+from augkd.models.layers import flat_linears, is_channels_last
 from augkd.models.registry import register_model
 
 
@@ -150,7 +150,8 @@ class Encoder(nn.Module):
         for stage in self.stages:
             h = stage(F.interpolate(h, size=(math.ceil(h.shape[-2] / 2), math.ceil(h.shape[-1] / 2)), mode="nearest"))
         h = self.out(h)
-        mu, logvar = flat_linear(h, self.mu), flat_linear(h, self.logvar).clamp(-5.0, 3.0)
+        mu, logvar = flat_linears(h, self.mu, self.logvar)
+        logvar = logvar.clamp(-5.0, 3.0)
         if sample is None:
             sample = self.training or self.sample_in_eval
         if sample:

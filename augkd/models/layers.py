@@ -22,9 +22,32 @@ def flat_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """
     if not is_channels_last(x):
         return linear(torch.flatten(x, 1))
-    n, c, h, w = x.shape
-    weight = linear.weight.reshape(linear.out_features, c, h, w).permute(0, 2, 3, 1).reshape(linear.out_features, -1)
-    return F.linear(x.permute(0, 2, 3, 1).reshape(n, -1), weight, linear.bias)
+    return flat_linears(x, linear)[0]
+
+
+def flat_linears(x: torch.Tensor, *linears: nn.Linear) -> tuple[torch.Tensor, ...]:
+    """``tuple(lin(torch.flatten(x, 1)) for lin in linears)`` as ONE matrix product (the weights stacked).
+
+    The encoder's μ and log σ² heads read the same 16 k-wide feature: one [B, 16 k] × [16 k, 2L] product
+    instead of two with L columns each (bf16 CPU, B = 256, L = 100: 25 vs 31 ms forward + backward).
+    A channels_last map is read in its own order, as in :func:`flat_linear`.
+    """
+    def stack(ts: list[torch.Tensor]) -> torch.Tensor:
+        return ts[0] if len(ts) == 1 else torch.cat(ts)
+
+    sizes = [lin.out_features for lin in linears]
+    weight = stack([lin.weight for lin in linears])
+    bias = None
+    if any(lin.bias is not None for lin in linears):
+        bias = stack([lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in linears])
+    if is_channels_last(x):
+        n, c, h, w = x.shape
+        weight = weight.reshape(-1, c, h, w).permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+        flat = x.permute(0, 2, 3, 1).reshape(n, -1)
+    else:
+        flat = torch.flatten(x, 1)
+    out = F.linear(flat, weight, bias)
+    return (out,) if len(linears) == 1 else tuple(out.split(sizes, dim=1))
 
 
 def flat_head(x: torch.Tensor, head: nn.Sequential) -> torch.Tensor:

@@ -299,3 +299,28 @@ def test_adam_helper_keeps_param_groups_from_generators():
     opt = adam([{"params": net.parameters(), "lr": 0.1}])
     assert len(opt.param_groups[0]["params"]) == 2 and opt.param_groups[0]["lr"] == 0.1
     assert opt.defaults["fused"] is True
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_flat_linears_is_the_separate_linears_in_one_product(channels_last):
+    """flat_linears(x, a, b) = (a(flatten x), b(flatten x)), values and gradients (inputs and all weights);
+    a Linear without bias mixes with one that has one."""
+    from augkd.models.layers import flat_linears
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(72, 5).double(), torch.nn.Linear(72, 3, bias=False).double()
+    x = torch.randn(4, 6, 3, 4, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = flat_linears(x1, a, b)
+    assert ya.shape == (4, 5) and yb.shape == (4, 3)
+    ra, rb = a(torch.flatten(x2, 1)), b(torch.flatten(x2, 1))
+    torch.testing.assert_close(ya, ra)
+    torch.testing.assert_close(yb, rb)
+    ga, gb = torch.randn_like(ya), torch.randn_like(yb)
+    params = [x1, a.weight, a.bias, b.weight]
+    got = torch.autograd.grad((ya * ga).sum() + (yb * gb).sum(), params)
+    want = torch.autograd.grad((ra * ga).sum() + (rb * gb).sum(), [x2, a.weight, a.bias, b.weight])
+    for g1, g2 in zip(got, want, strict=True):
+        torch.testing.assert_close(g1, g2)
