@@ -92,8 +92,11 @@ class DataFreeStage(Stage):
         g, s, e = ctx.nets["generator"], ctx.net("student"), ctx.net("encoder")  # G only runs under no_grad here
         k = c.student_steps
         z_all = torch.randn(k * bsz, ctx.cfg.generator.latent_dim, device=ctx.device)
-        with torch.no_grad(), ctx.autocast():  # one generator + teacher pass feeds all k steps
-            x_all = _cl(g(z_all), ctx).float()
+        with torch.no_grad(), ctx.autocast():
+            # G (train mode) normalises with its batch statistics, so it runs once per step's batch, as k
+            # separate generations would (BN statistics over B, running statistics updated k times; one
+            # 5·B call costs the same); the teacher (eval mode, per-sample) scores all k·B images at once
+            x_all = _cl(torch.cat([g(zc) for zc in z_all.split(bsz)]), ctx).float()
             t_all = ctx.teacher(x_all).float()
         out: list[dict[str, torch.Tensor]] = []
         for i in range(k):

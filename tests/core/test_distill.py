@@ -125,3 +125,40 @@ def test_compare_shares_module1_and_writes_summary(tmp_path):
     )
     with pytest.raises(InputError, match="not a run directory with a finished Module 1"):
         distill(bad, tmp_path / "x")
+
+
+def test_module1_student_steps_generate_one_batch_per_step(tmp_path):
+    """The k student/encoder steps see G's images generated B at a time (BN batch statistics over B and k
+    running-statistic updates, as k separate generations), scored by the teacher in one pass."""
+    import copy
+
+    from augkd.data import load_domain
+    from augkd.distill.engine import RunContext
+    from augkd.distill.pipeline import _build_nets, load_teacher, place_nets
+    from augkd.distill.stages import DataFreeStage
+    from augkd.evaluate import Normalize
+
+    cfg = load_config("configs/smoke.yaml", ["train.precision=fp32", "module1.student_steps=3", "module1.batch_size=8"])
+    data = load_domain(cfg.data)
+    teacher, _ = load_teacher(cfg, data)
+    nets = _build_nets(cfg, data.num_classes)
+    place_nets(cfg, teacher, nets, torch.device("cpu"))
+    ctx = RunContext(cfg, tmp_path, data, teacher, nets, torch.device("cpu"), "fp32",
+                     Normalize(cfg.data.mean, cfg.data.std))  # fmt: skip
+    stage = DataFreeStage(1)
+    stage.setup(ctx)
+    g_ref = copy.deepcopy(nets["generator"])
+    torch.manual_seed(5)
+    stage._student_steps(ctx, 8)
+    torch.manual_seed(5)
+    z_all = torch.randn(3 * 8, cfg.generator.latent_dim)
+    with torch.no_grad():
+        for zc in z_all.split(8):
+            g_ref(zc)
+    for (name, b_ref), b in zip(g_ref.named_buffers(), nets["generator"].buffers(), strict=True):
+        torch.testing.assert_close(b, b_ref, rtol=0, atol=0, msg=name)
+    g_one = copy.deepcopy(nets["generator"])
+    with torch.no_grad():
+        g_one(torch.randn(3 * 8, cfg.generator.latent_dim))  # one 3·B call: a single update
+    assert int(g_one.bn0.num_batches_tracked) == int(nets["generator"].bn0.num_batches_tracked) + 1
+    assert int(nets["generator"].bn0.num_batches_tracked) == 3
