@@ -147,8 +147,9 @@ class TrainConfig(_Base):
     # fp32 (depthwise convolutions and casts dominate; 111 vs 267 ms per step, benchmarks/bench_precision.py)
     fp32_nets: list[Literal["student", "generator", "encoder", "anchor", "teacher"]] = []
     threads: int | None = Field(None, ge=1)  # torch.set_num_threads; None = torch's default
-    # keep: glibc keeps freed blocks for reuse instead of unmapping them (no page faults on every step's big
-    # activations; augkd.utils.keep_freed_memory); system: the C library's defaults
+    # keep: on CPU runs, glibc keeps freed blocks for reuse instead of unmapping them (no page faults on every
+    # step's big activations; the process keeps its peak memory; augkd.utils.keep_freed_memory); system: not
+    # applied (the C library's defaults, unless an earlier run in the same process applied it)
     malloc: Literal["keep", "system"] = "keep"
     save_images: bool = True
     progress: bool = True

@@ -30,10 +30,10 @@ def train_teacher(
     save_config(cfg, out / "config.yaml")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    if cfg.train.malloc == "keep":
-        keep_freed_memory()
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
+    if cfg.train.malloc == "keep" and device.type == "cpu":
+        keep_freed_memory()
     data = load_domain(cfg.data, out)
     model = create_model(cfg.model.arch, data.num_classes, **cfg.model.kwargs).to(device)
     norm = Normalize(cfg.data.mean, cfg.data.std).to(device)

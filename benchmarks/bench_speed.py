@@ -99,7 +99,8 @@ def main() -> None:
         args.out = f"benchmarks/results/speed-module1-{device_slug(args.device)}.json"
 
     result = {"benchmark": "module1_iteration", "official_reference_s": OFFICIAL_S_PER_ITER, "rows": rows,
-              "device": device_name, "threads": args.threads, "malloc": "keep" if malloc_kept else "system", "torch": torch.__version__,
+              "device": device_name, "threads": args.threads, "malloc": "keep" if malloc_kept else "system",
+              "torch": torch.__version__,
               "augkd": augkd_version(), "git_sha": git_sha(), "load_avg_at_end": os.getloadavg(),
               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 class _ChannelMeanVar(torch.autograd.Function):
     """Per-channel mean and unbiased variance of x [N, C, H, W] over (N, H, W), in fp32, any input dtype.
 
-    Two passes accumulated in fp32 (the mean, then the sum of squared deviations; no Σx² − M·mean²
-    cancellation when |mean| ≫ std, as for near-constant early generator images), reading a channels_last
-    map through a free [N·H·W, C] view. Backward is one fused fp32 expression,
+    On CPU: ATen's BatchNorm statistics kernel in batch chunks merged in fp64 (:func:`_cpu_mean_var`).
+    Elsewhere: two passes accumulated in fp32 (the mean, then the sum of squared deviations), reading a
+    channels_last map through a free [N·H·W, C] view. Neither has the Σx² − M·mean² cancellation when
+    |mean| ≫ std, as for near-constant early generator images. Backward is one fused fp32 expression,
     dx = g_mean / M + 2 g_var (x − mean) / (M − 1), cast to x's dtype once — instead of autograd's chain
     of full-size temporaries behind ``torch.var_mean``.
     """
@@ -44,7 +45,8 @@ class _ChannelMeanVar(torch.autograd.Function):
         else:
             flat = _ChannelMeanVar._flat(x)
             mean = flat.sum(dim=0, dtype=acc) / m
-            var = torch.linalg.vector_norm(flat.to(acc) - mean, dim=0).square() / (m - 1) if m > 1 else mean * float("nan")
+            dev = flat.to(acc) - mean
+            var = torch.linalg.vector_norm(dev, dim=0).square() / (m - 1) if m > 1 else mean * float("nan")
         ctx.save_for_backward(x, mean)
         ctx.m = m
         return mean.float(), var.float()
@@ -60,7 +62,7 @@ class _ChannelMeanVar(torch.autograd.Function):
         return torch.addcmul(b.view(shape), x.to(mean.dtype), a.view(shape)).to(x.dtype)
 
 
-_STATS_CHUNK = 16384  # per-channel elements per call of the CPU statistics kernel (see _cpu_mean_var)
+_STATS_CHUNK = 16384  # target per-channel values per call of the CPU statistics kernel (see _cpu_mean_var)
 
 
 def _cpu_mean_var(x: torch.Tensor, acc: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,15 +71,19 @@ def _cpu_mean_var(x: torch.Tensor, acc: torch.dtype) -> tuple[torch.Tensor, torc
     ``torch.batch_norm_update_stats`` reads the bf16 (or fp32) map in either layout and accumulates in fp32:
     ~25× faster than generic reductions on a [256, 32, 32, 32] bf16 map (1.3 vs 33 ms, 2 threads). Its
     fp32 running sums lose precision over long reductions (var off by 1e-2 relative at |mean|/std = 400
-    over 262 k values), so the batch is cut into chunks of at most ``_STATS_CHUNK`` values per channel and
-    the chunks are merged in fp64 (Chan et al.'s pairwise formula): ≤ 4e-5 relative there, ~2 ms.
+    over 262 k values), so the batch is cut into chunks of about ``_STATS_CHUNK`` values per channel (one
+    sample at least, so maps larger than 128×128 get one sample per chunk) and the chunks are merged in fp64
+    (Chan et al.'s pairwise formula): ≤ 4e-5 relative there, ~2 ms.
     """
     n, c = x.shape[0], x.shape[1]
     per_sample = x.numel() // max(n * c, 1)
     k = min(n, max(1, math.ceil(n * per_sample / _STATS_CHUNK)))
+    # running buffers in the accumulation dtype make the kernel accumulate in fp32/fp64 (without them it
+    # works in the input dtype: bf16 statistics); momentum 0 leaves them as they are, they are not used
+    run_mean, run_var = torch.zeros(c, dtype=acc), torch.ones(c, dtype=acc)
     means, vars_b, counts = [], [], []
     for xc in x.chunk(k):  # along N: each chunk keeps x's memory layout
-        mu, vb = torch.batch_norm_update_stats(xc, torch.zeros(c, dtype=acc), torch.ones(c, dtype=acc), 0.0)
+        mu, vb = torch.batch_norm_update_stats(xc, run_mean, run_var, 0.0)  # (mean, biased var)
         means.append(mu.double())
         vars_b.append(vb.double())
         counts.append(xc.shape[0] * per_sample)
@@ -85,7 +91,7 @@ def _cpu_mean_var(x: torch.Tensor, acc: torch.dtype) -> tuple[torch.Tensor, torc
     mu_k, var_k = torch.stack(means), torch.stack(vars_b)
     total = cnt.sum()
     mean = (cnt * mu_k).sum(0) / total
-    var = (cnt * (var_k + (mu_k - mean) ** 2)).sum(0) / (total - 1)  # the scratch running buffers are discarded
+    var = (cnt * (var_k + (mu_k - mean) ** 2)).sum(0) / (total - 1)
     return mean.to(acc), var.to(acc)
 
 

@@ -188,7 +188,7 @@ def distill(
     _prepare_run_dir(cfg, run_dir, resume, fabric)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    if cfg.train.malloc == "keep":
+    if cfg.train.malloc == "keep" and torch.device(fabric.device).type == "cpu":
         keep_freed_memory()
     main, fprec = fabric.is_global_zero, fabric_precision_name(fabric)
     ctx = build_context(cfg, run_dir, fabric, on_epoch_end, on_step_end)

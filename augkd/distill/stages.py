@@ -95,7 +95,7 @@ class DataFreeStage(Stage):
         with torch.no_grad(), ctx.autocast():
             # G (train mode) normalises with its batch statistics, so it runs once per step's batch, as k
             # separate generations would (BN statistics over B, running statistics updated k times; one
-            # 5·B call costs the same); the teacher (eval mode, per-sample) scores all k·B images at once
+            # k·B call costs the same); the teacher (eval mode, per-sample) scores all k·B images at once
             x_all = _cl(torch.cat([g(zc) for zc in z_all.split(bsz)]), ctx).float()
             t_all = ctx.teacher(x_all).float()
         out: list[dict[str, torch.Tensor]] = []
@@ -170,7 +170,7 @@ class AnchorStage(Stage):
     ) -> dict[str, torch.Tensor]:
         e, g = ctx.nets["encoder"], ctx.nets["generator"]  # frozen: gradients flow through G to the anchor only
         with torch.no_grad():  # the mean, or a draw from q(z|x, y) in training batches (module2.encoder_z)
-            z, _, _ = e(x, y, sample=train and ctx.cfg.module2.encoder_z == "sample")
+            z, _, _ = e(x, y, sample=True if train and ctx.cfg.module2.encoder_z == "sample" else None)
         with ctx.autocast():
             z_a, m = a(z, y)
             x_a = _cl(g(z_a), ctx)
@@ -261,11 +261,12 @@ class MixupStage(Stage):
 
     @torch.no_grad()
     def mix(
-        self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, s: float, sample: bool = False
+        self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, s: float, sample: bool | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_m in [0,1], normalised x_m): z_a = A(E(x, y)), z_m = (1−s)z_a + s·z, x_m = (1−s)G(z_m) + s·x.
 
-        z is E's mean, or a draw from q(z|x, y) with ``sample`` (training batches, module3.encoder_z).
+        z is a draw from q(z|x, y) with ``sample=True`` (training batches, module3.encoder_z), else the
+        encoder's own rule (its mean in eval mode, unless built with ``sample_in_eval``, bug B13).
         """
         if s >= 1.0:
             return x, ctx.student_norm(x)
@@ -287,7 +288,7 @@ class MixupStage(Stage):
         rows = []
         for i, (x, y) in enumerate(ctx.batches("train", ctx.cfg.train.batch_size, self.name, epoch, augment=True)):
             x, y = x.to(ctx.device), y.to(ctx.device)
-            x_m, x_mn = self.mix(ctx, x, y, s, sample=c.encoder_z == "sample")
+            x_m, x_mn = self.mix(ctx, x, y, s, sample=True if c.encoder_z == "sample" else None)
             if c.mixed_only:
                 inputs, raw, labels = x_mn, x_m, y
             else:

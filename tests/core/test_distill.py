@@ -157,8 +157,4 @@ def test_module1_student_steps_generate_one_batch_per_step(tmp_path):
             g_ref(zc)
     for (name, b_ref), b in zip(g_ref.named_buffers(), nets["generator"].buffers(), strict=True):
         torch.testing.assert_close(b, b_ref, rtol=0, atol=0, msg=name)
-    g_one = copy.deepcopy(nets["generator"])
-    with torch.no_grad():
-        g_one(torch.randn(3 * 8, cfg.generator.latent_dim))  # one 3·B call: a single update
-    assert int(g_one.bn0.num_batches_tracked) == int(nets["generator"].bn0.num_batches_tracked) + 1
-    assert int(nets["generator"].bn0.num_batches_tracked) == 3
+    assert int(nets["generator"].bn0.num_batches_tracked) == 3  # one running-statistics update per step

@@ -80,7 +80,8 @@ def test_channel_mean_var_long_reductions_near_constant_channels(channels_last):
     from augkd.distill import losses
 
     torch.manual_seed(0)
-    x = torch.randn(96, 3, 32, 32) * torch.tensor([1.0, 0.05, 0.01]).view(1, -1, 1, 1) + torch.tensor([0.0, 3.0, 4.0]).view(1, -1, 1, 1)
+    scale, shift = torch.tensor([1.0, 0.05, 0.01]).view(1, -1, 1, 1), torch.tensor([0.0, 3.0, 4.0]).view(1, -1, 1, 1)
+    x = torch.randn(96, 3, 32, 32) * scale + shift
     x = x.to(torch.bfloat16)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -90,6 +91,23 @@ def test_channel_mean_var_long_reductions_near_constant_channels(channels_last):
     want_var, want_mean = torch.var_mean(xd, dim=(0, 2, 3), correction=1)
     torch.testing.assert_close(mean.double(), want_mean, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(var.double(), want_var, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_mean_var_chunk_merge_is_exact_in_fp64(channels_last, monkeypatch):
+    """The fp64 merge of chunk statistics (uneven chunks, a different mean per sample, so the between-chunk
+    term matters) equals the one-shot mean and unbiased variance to fp64 rounding."""
+    from augkd.distill import losses
+
+    monkeypatch.setattr(losses, "_STATS_CHUNK", 40)  # 7 samples × 20 values per channel → 4 chunks: 2,2,2,1
+    torch.manual_seed(0)
+    x = torch.randn(7, 3, 4, 5, dtype=torch.float64) + torch.arange(7, dtype=torch.float64).view(-1, 1, 1, 1) * 3
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mean, var = losses._cpu_mean_var(x, torch.float64)
+    want_var, want_mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)
+    torch.testing.assert_close(mean, want_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(var, want_var, rtol=1e-10, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
