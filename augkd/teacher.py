@@ -16,7 +16,7 @@ from augkd.data import augment_batch, load_domain
 from augkd.errors import TrainingError
 from augkd.evaluate import Normalize, accuracy
 from augkd.models import create_model
-from augkd.utils import atomic_write_json, keep_freed_memory, resolve_device, seed_everything
+from augkd.utils import apply_process_settings, atomic_write_json, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +28,9 @@ def train_teacher(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
-    if cfg.train.malloc == "keep" and device.type == "cpu":
-        keep_freed_memory()
+    apply_process_settings(cfg.train, device)
     data = load_domain(cfg.data, out)
     model = create_model(cfg.model.arch, data.num_classes, **cfg.model.kwargs).to(device)
     norm = Normalize(cfg.data.mean, cfg.data.std).to(device)

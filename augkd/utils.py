@@ -112,6 +112,17 @@ def keep_freed_memory() -> bool:
     return _MALLOC_KEPT
 
 
+def apply_process_settings(train: Any, device: torch.device) -> None:  # noqa: F821
+    """This process's share of ``train`` (a ``TrainConfig``): ``threads`` (torch.set_num_threads) and, on CPU
+    runs, ``malloc: keep`` (:func:`keep_freed_memory`). Called by every training entry point."""
+    import torch
+
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    if train.malloc == "keep" and torch.device(device).type == "cpu":
+        keep_freed_memory()
+
+
 def resolve_device(device: str = "auto") -> torch.device:  # noqa: F821
     """Turn ``"auto"`` / ``"cpu"`` / ``"cuda"`` / ``"cuda:1"`` into a ``torch.device``."""
     import torch

@@ -27,7 +27,14 @@ from augkd.distill.stages import DataFreeStage, MixupStage, build_stages, needs_
 from augkd.errors import ConfigError, InputError
 from augkd.evaluate import FrozenTeacher, Normalize
 from augkd.models import create_model
-from augkd.utils import atomic_write_json, atomic_write_text, augkd_version, git_sha, keep_freed_memory, seed_everything
+from augkd.utils import (
+    apply_process_settings,
+    atomic_write_json,
+    atomic_write_text,
+    augkd_version,
+    git_sha,
+    seed_everything,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -186,10 +193,7 @@ def distill(
     if fabric is None:
         fabric = make_fabric(cfg.train, dist)
     _prepare_run_dir(cfg, run_dir, resume, fabric)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    if cfg.train.malloc == "keep" and torch.device(fabric.device).type == "cpu":
-        keep_freed_memory()
+    apply_process_settings(cfg.train, fabric.device)
     main, fprec = fabric.is_global_zero, fabric_precision_name(fabric)
     ctx = build_context(cfg, run_dir, fabric, on_epoch_end, on_step_end)
     device, data, teacher, nets, precision = ctx.device, ctx.data, ctx.teacher, ctx.nets, ctx.precision
