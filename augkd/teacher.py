@@ -71,7 +71,8 @@ def train_teacher(
     test = accuracy(model, data.test, cfg.train.eval_batch_size, device, norm) if len(data.test) else {}
     meta = ModelMeta(arch=cfg.model.arch, num_classes=data.num_classes, model_kwargs=dict(cfg.model.kwargs),
                      class_names=data.class_names, input_size=cfg.data.image_size, mean=list(cfg.data.mean),
-                     std=list(cfg.data.std), metrics={"eval_acc1": best[0], **{f"test_{k}": v for k, v in test.items()}},
+                     std=list(cfg.data.std),
+                     metrics={"eval_acc1": best[0], **{f"test_{k}": v for k, v in test.items()}},
                      extra={"data": config_to_dict(cfg.data), "best_epoch": best[1]})  # fmt: skip
     path = save_model(model.cpu(), out / "teacher.safetensors", meta)
     result = {"teacher": str(path), "best_epoch": best[1], "eval_acc1": best[0], "test": test, "history": history}

@@ -28,8 +28,15 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def measure(precision: str, iters: int, warmup: int, batch: int, channels_last: bool, device: str = "cpu",
-            fp32_nets: tuple[str, ...] = ()) -> dict:
+def measure(
+    precision: str,
+    iters: int,
+    warmup: int,
+    batch: int,
+    channels_last: bool,
+    device: str = "cpu",
+    fp32_nets: tuple[str, ...] = (),
+) -> dict:
     from augkd.config import load_config
     from augkd.data import load_domain
     from augkd.distill.engine import RunContext
@@ -78,8 +85,12 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--fp32-nets", default="student", help="networks kept in fp32 under bf16 (train.fp32_nets)")
     ap.add_argument("--device", default="cpu", help="cpu (the issue's target) or cuda")
-    ap.add_argument("--malloc", default="keep", choices=("keep", "system"),
-                    help="keep: augkd.utils.keep_freed_memory(), as a run does (train.malloc); system: glibc defaults")
+    ap.add_argument(
+        "--malloc",
+        default="keep",
+        choices=("keep", "system"),
+        help="keep: augkd.utils.keep_freed_memory(), as a run does (train.malloc); system: glibc defaults",
+    )
     ap.add_argument("--out", default=None, help="default benchmarks/results/speed-module1-<cpu|gpu name>.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,7 +99,9 @@ def main() -> None:
     malloc_kept = keep_freed_memory() if args.malloc == "keep" else False
     os.environ.setdefault("AUGKD_KERNEL_BACKEND", "torch")
     fp32 = tuple(n for n in args.fp32_nets.split(",") if n)
-    rows = [measure(p, args.iters, args.warmup, args.batch, True, args.device, fp32) for p in args.precisions.split(",")]  # noqa: E501
+    rows = [
+        measure(p, args.iters, args.warmup, args.batch, True, args.device, fp32) for p in args.precisions.split(",")
+    ]  # noqa: E501
     from bench_kernels import device_slug  # benchmarks/ is this script's directory
 
     from augkd.utils import augkd_version, cpu_name, git_sha

@@ -48,8 +48,6 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-
-
 def _import_ort() -> Any:
     try:
         import onnxruntime

@@ -7,9 +7,6 @@ the traceback. Heavy imports (torch, onnx) happen inside command bodies so ``aug
 
 from __future__ import annotations
 
-import os
-import sys
-
 import typer
 
 app = typer.Typer(

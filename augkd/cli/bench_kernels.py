@@ -17,10 +17,15 @@ def _split(text: str | None) -> list[str] | None:
 
 @cli_errors
 def kernels_cmd(
-    ops: Annotated[Optional[str], typer.Option("--ops", help="Comma-separated: kd_loss, uncertainty, fused_mixup (default all).")] = None,  # noqa: E501, UP045
-    providers: Annotated[Optional[str], typer.Option("--providers", help="Comma-separated: torch, compile, triton (Triton on CUDA only).")] = None,  # noqa: E501, UP045
-    modes: Annotated[Optional[str], typer.Option("--modes", help="Comma-separated: forward, backward, full.")] = None,  # noqa: E501, UP045
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: CUDA when present).")] = None,  # noqa: E501, UP045
+    ops: Annotated[
+        Optional[str], typer.Option("--ops", help="Comma-separated: kd_loss, uncertainty, fused_mixup (default all).")
+    ] = None,
+    providers: Annotated[
+        Optional[str],
+        typer.Option("--providers", help="Comma-separated: torch, compile, triton (Triton on CUDA only)."),
+    ] = None,
+    modes: Annotated[Optional[str], typer.Option("--modes", help="Comma-separated: forward, backward, full.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: CUDA when present).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A few small sizes only.")] = False,
     out: OutOpt = None,
     json_out: JsonOpt = False,

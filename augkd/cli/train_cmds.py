@@ -36,13 +36,13 @@ def distill_cmd(
     method: Annotated[
         Optional[str],
         typer.Option("--method", "-m", help="augkd, scratch, kd, dfkd, dfkd-ft, augkd-no-anchor, augkd-no-mixup."),
-    ] = None,  # noqa: E501, UP045
+    ] = None,
     seeds: Annotated[
         Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2,3,4 (one run each).")
-    ] = None,  # noqa: E501, UP045
+    ] = None,
     resume: Annotated[
         Optional[Path], typer.Option("--resume", help="Continue the run in this directory.", file_okay=False)
-    ] = None,  # noqa: E501, UP045
+    ] = None,
     devices: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option("--devices", help="Processes (GPUs, or CPU processes) per node; default 1, or torchrun's."),
@@ -188,7 +188,7 @@ def eval_cmd(
     ],  # noqa: E501
     data: Annotated[
         Optional[str], typer.Option("--data", help="Dataset (built-in name or folder); default: the checkpoint's own.")
-    ] = None,  # noqa: E501, UP045
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="train, eval, test or all.")] = "test",
     config: ConfigOpt = None,
     overrides: SetOpt = None,
@@ -205,5 +205,5 @@ def eval_cmd(
     if json_out:
         print_json(res)
     else:
-        print_table([{"split": split, "n": int(res["n"]), "acc1": res["acc1"], "acc3": res["acc3"], "acc5": res["acc5"]}],
-                    title=f"{res['arch']} on {res['dataset']}")  # fmt: skip
+        row = {"split": split, "n": int(res["n"]), "acc1": res["acc1"], "acc3": res["acc3"], "acc5": res["acc5"]}
+        print_table([row], title=f"{res['arch']} on {res['dataset']}")

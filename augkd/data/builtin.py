@@ -53,7 +53,8 @@ def _fashion() -> tuple[np.ndarray, np.ndarray, list[str]]:
              "t10k-labels-idx1-ubyte.gz"]  # fmt: skip
     if not all((FASHION_DIR / f).is_file() for f in files):
         raise MissingDependencyError(
-            f"dataset 'fashion-mnist' needs Debian's package: apt-get install dataset-fashion-mnist (looked in {FASHION_DIR})"
+            "dataset 'fashion-mnist' needs Debian's package: apt-get install dataset-fashion-mnist "
+            f"(looked in {FASHION_DIR})"
         )
     xs = np.concatenate([_read_idx(FASHION_DIR / files[0]), _read_idx(FASHION_DIR / files[2])])
     ys = np.concatenate([_read_idx(FASHION_DIR / files[1]), _read_idx(FASHION_DIR / files[3])])

@@ -33,6 +33,7 @@ def flat_linears(x: torch.Tensor, *linears: nn.Linear) -> tuple[torch.Tensor, ..
     A channels_last map is read in its own order, as in :func:`flat_linear`. The Linears' parameters are
     used directly (``F.linear``), so forward hooks registered on them do not run.
     """
+
     def stack(ts: list[torch.Tensor]) -> torch.Tensor:
         return ts[0] if len(ts) == 1 else torch.cat(ts)
 

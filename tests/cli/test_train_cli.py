@@ -11,7 +11,8 @@ runner = CliRunner()
 
 def test_teacher_then_distill_then_eval(tmp_path):
     teacher_dir = tmp_path / "teacher"
-    res = runner.invoke(app, ["teacher", "--set", "model.arch=cnn_small", "--set", "data.dataset=digits", "--set", "lr=3e-3",
+    res = runner.invoke(app, ["teacher", "--set", "model.arch=cnn_small", "--set", "data.dataset=digits",
+                              "--set", "lr=3e-3",
                               "--set", "epochs=3", "--set", "train.batch_size=64", "--out", str(teacher_dir),
                               "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output

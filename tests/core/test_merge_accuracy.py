@@ -61,8 +61,10 @@ def test_a_part_can_contribute_only_some_methods(tmp_path):
     old["wall_time_per_module_s"]["base"] = {"total_s": 5.0}
     (tmp_path / "old.json").write_text(json.dumps(old))
     (tmp_path / "new.json").write_text(json.dumps(new))
-    docs = [merge_accuracy.read_part(f"{tmp_path / 'old.json'}:base"),
-            merge_accuracy.read_part(str(tmp_path / "new.json"))]
+    docs = [
+        merge_accuracy.read_part(f"{tmp_path / 'old.json'}:base"),
+        merge_accuracy.read_part(str(tmp_path / "new.json")),
+    ]
     out = merge_accuracy.merge(docs, ["old", "new"])
     assert out["methods"]["m"]["acc1_runs"] == [0.7] and out["methods"]["base"]["acc1_runs"] == [0.8]
     assert set(out["wall_time_per_module_s"]) == {"m", "base"}
