@@ -116,6 +116,9 @@ class Module3Config(_Base):
     a: float = Field(0.6, gt=0)  # fraction of training over which s ramps to 1
     b: float = Field(0.2, ge=0, le=1)  # starting s
     schedule: Literal["linear", "step"] = "linear"
+    # the student's learning rate: "constant" = official (ConstantLR: lr/3 for 5 steps, then lr);
+    # "cosine" = the same warm-up, then cosine annealing over the epochs, as the scratch/kd baselines
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     u: float = Field(0.5, ge=0, le=1)  # weight of CE; (1-u) weights tau^2 KL
     tau: float = Field(10.0, gt=0)
     kd_target: Literal["teacher", "student"] = "teacher"  # student = official code (B1)

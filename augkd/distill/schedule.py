@@ -21,6 +21,13 @@ def stage_factor(epoch: int, total_epochs: int, a: float, b: float, kind: str = 
     return float(min(1.0, b + (1.0 - b) * progress))
 
 
+def cosine_factor(epoch: int, total_epochs: int) -> float:
+    """CosineAnnealingLR (eta_min 0) stepped once per epoch: lr(e) / lr = (1 + cos(pi · e / E)) / 2."""
+    if total_epochs <= 0:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(epoch, total_epochs) / total_epochs))
+
+
 def warmup_factor(step: int, warmup_steps: int = 5, factor: float = 1.0 / 3.0) -> float:
     """PyTorch ConstantLR defaults: ``factor`` for the first ``warmup_steps`` steps, then 1."""
     return factor if step < warmup_steps else 1.0

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from augkd.distill.engine import RunContext, Stage, adam, frozen_weights, set_trainable
 from augkd.distill.losses import BNStatsHook, anchor_loss, encoder_loss, generator_loss, student_kd_loss
-from augkd.distill.schedule import stage_factor, warmup_factor
+from augkd.distill.schedule import cosine_factor, stage_factor, warmup_factor
 from augkd.kernels import fused_mixup, latent_mix
 
 
@@ -242,12 +242,27 @@ class MixupStage(Stage):
         super().__init__(epochs)
         self.use_anchor, self.fixed_s = use_anchor, fixed_s
         self.step = 0
+        self._lr_epoch = 0  # the epoch whose cosine factor the per-step lambda applies
+
+    def lr_factor(self, ctx: RunContext, step: int) -> float:
+        """lr / module3.lr at optimizer step ``step`` of the current epoch (a pure function: resumes exactly)."""
+        f = warmup_factor(step)
+        if ctx.cfg.module3.lr_schedule == "cosine":
+            f *= cosine_factor(self._lr_epoch, self.epochs)
+        return f
 
     def s_at(self, ctx: RunContext, epoch: int) -> float:
         if self.fixed_s is not None:
             return self.fixed_s
         c = ctx.cfg.module3
         return stage_factor(epoch, self.epochs, c.a, c.b, c.schedule)
+
+    def start_epoch_lr(self, ctx: RunContext, epoch: int) -> None:
+        """Set the student's lr for this epoch's first step (LambdaLR set it with the previous epoch's factor)."""
+        self._lr_epoch = epoch
+        sch = self.schedulers["student"]
+        for group, base in zip(self.optimizers["student"].param_groups, sch.base_lrs, strict=True):
+            group["lr"] = base * self.lr_factor(ctx, sch.last_epoch)
 
     def setup(self, ctx: RunContext) -> None:
         for n in ("generator", "encoder", "anchor"):
@@ -256,8 +271,9 @@ class MixupStage(Stage):
         c = ctx.cfg.module3
         opt = adam(ctx.nets["student"].parameters(), lr=c.lr, weight_decay=c.wd)
         self.optimizers = {"student": opt}
-        # ConstantLR defaults (lr/3 for the first 5 steps), as a per-step warm-up
-        self.schedulers = {"student": torch.optim.lr_scheduler.LambdaLR(opt, lambda st: warmup_factor(st))}
+        # ConstantLR defaults (lr/3 for the first 5 steps), as a per-step warm-up; with lr_schedule=cosine
+        # also the baselines' per-epoch cosine (the factor is refreshed at the start of every epoch)
+        self.schedulers = {"student": torch.optim.lr_scheduler.LambdaLR(opt, lambda st: self.lr_factor(ctx, st))}
 
     @torch.no_grad()
     def mix(
@@ -285,6 +301,7 @@ class MixupStage(Stage):
         c = ctx.cfg.module3
         s_net = ctx.net("student")
         s = self.s_at(ctx, epoch)
+        self.start_epoch_lr(ctx, epoch)
         rows = []
         for i, (x, y) in enumerate(ctx.batches("train", ctx.cfg.train.batch_size, self.name, epoch, augment=True)):
             x, y = x.to(ctx.device), y.to(ctx.device)

@@ -3,7 +3,7 @@ import torch
 
 from augkd.config import Module1Config
 from augkd.distill.losses import BNStatsHook, generator_loss, mask_penalty
-from augkd.distill.schedule import stage_factor, warmup_factor
+from augkd.distill.schedule import cosine_factor, stage_factor, warmup_factor
 from augkd.models import create_model
 
 
@@ -134,3 +134,52 @@ def test_channel_mean_var_matches_torch_values_and_gradients(dtype, channels_las
     assert a.grad.dtype == dtype
     # the reference gradient rounded once to the input dtype: the fused backward rounds only at the end
     torch.testing.assert_close(a.grad, b.grad.to(dtype), rtol=1e-5 if dtype == torch.float32 else 8e-3, atol=1e-6)
+
+
+def test_cosine_factor_matches_cosine_annealing_lr():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+    sch = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7)
+    for e in range(8):
+        assert opt.param_groups[0]["lr"] == pytest.approx(2.0 * cosine_factor(e, 7), abs=1e-12)
+        opt.step()
+        sch.step()
+    assert cosine_factor(0, 10) == 1.0 and cosine_factor(5, 10) == pytest.approx(0.5) and cosine_factor(10, 10) == 0
+
+
+@pytest.mark.parametrize("kind", ["constant", "cosine"])
+def test_module3_lr_schedule_per_step_and_after_resume(kind):
+    from types import SimpleNamespace
+
+    from augkd.config import load_config
+    from augkd.distill.stages import MixupStage
+
+    cfg = load_config("configs/smoke.yaml", [f"module3.lr_schedule={kind}", "module3.lr=0.01"])
+    nets = {n: torch.nn.Linear(2, 2) for n in ("generator", "encoder", "anchor", "student")}
+    ctx = SimpleNamespace(cfg=cfg, nets=nets)
+    epochs, steps = 4, 3
+
+    def run(stage, first_epoch, end_epoch=epochs):
+        lrs = []
+        for e in range(first_epoch, end_epoch):
+            stage.start_epoch_lr(ctx, e)
+            for _ in range(steps):
+                lrs.append(stage.optimizers["student"].param_groups[0]["lr"])
+                stage.optimizers["student"].step()
+                stage.schedulers["student"].step()
+        return lrs
+
+    stage = MixupStage(epochs)
+    stage.setup(ctx)
+    lrs = run(stage, 0)
+    cos = (lambda e: cosine_factor(e, epochs)) if kind == "cosine" else (lambda e: 1.0)
+    want = [0.01 * warmup_factor(e * steps + i) * cos(e) for e in range(epochs) for i in range(steps)]
+    assert lrs == pytest.approx(want, abs=1e-15)
+    # a resumed stage (scheduler state of the end of epoch 1) continues on the same trajectory
+    done = MixupStage(epochs)
+    done.setup(ctx)
+    run(done, 0, 2)
+    resumed = MixupStage(epochs)
+    resumed.setup(ctx)
+    resumed.optimizers["student"].load_state_dict(done.optimizers["student"].state_dict())
+    resumed.schedulers["student"].load_state_dict(done.schedulers["student"].state_dict())
+    assert run(resumed, 2) == pytest.approx(want[2 * steps :], abs=1e-15)
