@@ -66,7 +66,7 @@ class FrozenTeacher(nn.Module):
 
             try:
                 net = fuse(self.net).requires_grad_(False)
-            except Exception as exc:  # noqa: BLE001 - control flow fx cannot trace: run unfused
+            except Exception as exc:  # control flow fx cannot trace: run unfused
                 logger.info("teacher conv-BN folding skipped (%s): no-grad teacher calls run unfused", exc)
         self.__dict__["_folded"] = (key, net)  # not a submodule: no state_dict entry, not moved by .to()
         return net

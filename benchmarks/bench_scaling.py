@@ -48,7 +48,7 @@ FIELDS = ["op", "provider", "mode", "metric", "unit", "x_name", "x_value", "p50"
 
 
 # --- one rank ---------------------------------------------------------------------------------------
-def _context(args: argparse.Namespace):  # noqa: ANN202
+def _context(args: argparse.Namespace):
     """The RunContext ``augkd distill`` builds (same data, teacher, networks, seeding), on this rank."""
     from augkd.config import load_config
     from augkd.distill.dist import DistSpec, make_fabric
@@ -65,7 +65,7 @@ def _context(args: argparse.Namespace):  # noqa: ANN202
     return build_context(cfg, Path(args.run_dir), fabric)
 
 
-def _timed(ctx, fn, warmup: int, iters: int) -> list[float]:  # noqa: ANN001
+def _timed(ctx, fn, warmup: int, iters: int) -> list[float]:
     times = []
     for i in range(warmup + iters):
         ctx.fabric.barrier()

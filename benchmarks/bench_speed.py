@@ -101,7 +101,7 @@ def main() -> None:
     fp32 = tuple(n for n in args.fp32_nets.split(",") if n)
     rows = [
         measure(p, args.iters, args.warmup, args.batch, True, args.device, fp32) for p in args.precisions.split(",")
-    ]  # noqa: E501
+    ]
     from bench_kernels import device_slug  # benchmarks/ is this script's directory
 
     from augkd.utils import augkd_version, cpu_name, git_sha

@@ -18,8 +18,8 @@ app = typer.Typer(
 )
 
 # --- command registration (one module per command) ---
-from augkd.cli import doctor as _doctor  # noqa: E402
-from augkd.cli import train_cmds as _train  # noqa: E402
+from augkd.cli import doctor as _doctor
+from augkd.cli import train_cmds as _train
 
 app.command("distill")(_train.distill_cmd)
 app.command("compare")(_train.compare_cmd)
@@ -27,11 +27,11 @@ app.command("teacher")(_train.teacher_cmd)
 app.command("eval")(_train.eval_cmd)
 app.command("doctor")(_doctor.doctor_cmd)
 # export / bench (augkd.cli.export, augkd.cli.bench) register below
-from augkd.cli import bench as _bench, export as _export  # noqa: E402, I001
+from augkd.cli import bench as _bench, export as _export
 
 app.command("export")(_export.export_cmd)
 app.add_typer(_bench.bench_app, name="bench")
-from augkd.cli import bench_kernels as _bench_kernels  # noqa: E402
+from augkd.cli import bench_kernels as _bench_kernels
 
 _bench.bench_app.command("kernels")(_bench_kernels.kernels_cmd)
 # --- end of registration ---

@@ -14,7 +14,7 @@ from augkd.cli._util import cli_errors, print_json, print_table, setup_logging
 def doctor_cmd(
     selftest: Annotated[
         bool, typer.Option("--selftest", help="Run every kernel against its reference (and TensorRT).")
-    ] = False,  # noqa: E501
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """torch / CUDA / Triton / onnxruntime providers that really load / TensorRT availability."""

@@ -44,18 +44,18 @@ def distill_cmd(
         Optional[Path], typer.Option("--resume", help="Continue the run in this directory.", file_okay=False)
     ] = None,
     devices: Annotated[
-        Optional[int],  # noqa: UP045
+        Optional[int],
         typer.Option("--devices", help="Processes (GPUs, or CPU processes) per node; default 1, or torchrun's."),
     ] = None,
     strategy: Annotated[
         str, typer.Option("--strategy", help="auto or ddp (data-parallel through Lightning Fabric).")
     ] = "auto",
     precision: Annotated[
-        Optional[str],  # noqa: UP045
+        Optional[str],
         typer.Option("--precision", help="auto, 32-true or bf16-mixed; default: from train.precision."),
     ] = None,
     num_nodes: Annotated[
-        Optional[int],  # noqa: UP045
+        Optional[int],
         typer.Option("--num-nodes", help="Machines; default 1, or torchrun's --nnodes."),
     ] = None,
     json_out: JsonOpt = False,
@@ -131,7 +131,7 @@ def _report_summary(summary: dict, out_dir: Path, json_out: bool) -> None:
 def compare_cmd(
     methods: Annotated[
         str, typer.Option("--methods", help="Comma-separated methods.")
-    ] = "scratch,kd,dfkd,dfkd-ft,augkd,augkd-no-anchor,augkd-no-mixup",  # noqa: E501
+    ] = "scratch,kd,dfkd,dfkd-ft,augkd,augkd-no-anchor,augkd-no-mixup",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds.")] = "0,1,2,3,4",
     config: ConfigOpt = None,
     overrides: SetOpt = None,
@@ -185,7 +185,7 @@ def teacher_cmd(
 def eval_cmd(
     checkpoint: Annotated[
         str, typer.Argument(help="Run directory, .safetensors/.pt checkpoint, or built-in teacher name.")
-    ],  # noqa: E501
+    ],
     data: Annotated[
         Optional[str], typer.Option("--data", help="Dataset (built-in name or folder); default: the checkpoint's own.")
     ] = None,

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 
-from augkd.cli import app  # noqa: E402
-from augkd.export.tensorrt import tensorrt_available  # noqa: E402
+from augkd.cli import app
+from augkd.export.tensorrt import tensorrt_available
 
 pytestmark = pytest.mark.export
 runner = CliRunner()

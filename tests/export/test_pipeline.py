@@ -9,9 +9,9 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from augkd.errors import InputError  # noqa: E402
-from augkd.export import ExportCheckError, export_model  # noqa: E402
-from augkd.export.data import evaluation_data  # noqa: E402
+from augkd.errors import InputError
+from augkd.export import ExportCheckError, export_model
+from augkd.export.data import evaluation_data
 
 pytestmark = pytest.mark.export
 
