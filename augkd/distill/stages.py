@@ -245,7 +245,8 @@ class MixupStage(Stage):
         self._lr_epoch = 0  # the epoch whose cosine factor the per-step lambda applies
 
     def lr_factor(self, ctx: RunContext, step: int) -> float:
-        """lr / module3.lr at optimizer step ``step`` of the current epoch (a pure function: resumes exactly)."""
+        """lr / module3.lr at the stage's optimizer step ``step`` (counted from its first epoch) in the epoch
+        last passed to :meth:`start_epoch_lr`; depends only on (step, epoch), so a resumed run continues exactly."""
         f = warmup_factor(step)
         if ctx.cfg.module3.lr_schedule == "cosine":
             f *= cosine_factor(self._lr_epoch, self.epochs)
@@ -263,6 +264,7 @@ class MixupStage(Stage):
         sch = self.schedulers["student"]
         for group, base in zip(self.optimizers["student"].param_groups, sch.base_lrs, strict=True):
             group["lr"] = base * self.lr_factor(ctx, sch.last_epoch)
+        sch._last_lr = [group["lr"] for group in self.optimizers["student"].param_groups]  # get_last_lr()
 
     def setup(self, ctx: RunContext) -> None:
         for n in ("generator", "encoder", "anchor"):
@@ -302,6 +304,7 @@ class MixupStage(Stage):
         s_net = ctx.net("student")
         s = self.s_at(ctx, epoch)
         self.start_epoch_lr(ctx, epoch)
+        lr = self.optimizers["student"].param_groups[0]["lr"]  # logged: the lr of this epoch's first step
         rows = []
         for i, (x, y) in enumerate(ctx.batches("train", ctx.cfg.train.batch_size, self.name, epoch, augment=True)):
             x, y = x.to(ctx.device), y.to(ctx.device)
@@ -326,7 +329,7 @@ class MixupStage(Stage):
             rows.append({"m3_loss": loss.detach()})
             ctx.step_end(self.name, epoch, i, {"loss": rows[-1]["m3_loss"]})
         out = ctx.reduce_mean(_mean(rows))
-        out["s"] = s
+        out["s"], out["lr"] = s, lr
         return out
 
     def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, float]]:

@@ -156,12 +156,13 @@ def test_module3_lr_schedule_per_step_and_after_resume(kind):
     cfg = load_config("configs/smoke.yaml", [f"module3.lr_schedule={kind}", "module3.lr=0.01"])
     nets = {n: torch.nn.Linear(2, 2) for n in ("generator", "encoder", "anchor", "student")}
     ctx = SimpleNamespace(cfg=cfg, nets=nets)
-    epochs, steps = 4, 3
+    epochs, steps = 4, 2  # 8 steps: the 5 warm-up steps end inside epoch 2, after the resume point
 
     def run(stage, first_epoch, end_epoch=epochs):
         lrs = []
         for e in range(first_epoch, end_epoch):
             stage.start_epoch_lr(ctx, e)
+            assert stage.schedulers["student"].get_last_lr() == [stage.optimizers["student"].param_groups[0]["lr"]]
             for _ in range(steps):
                 lrs.append(stage.optimizers["student"].param_groups[0]["lr"])
                 stage.optimizers["student"].step()
@@ -174,7 +175,7 @@ def test_module3_lr_schedule_per_step_and_after_resume(kind):
     cos = (lambda e: cosine_factor(e, epochs)) if kind == "cosine" else (lambda e: 1.0)
     want = [0.01 * warmup_factor(e * steps + i) * cos(e) for e in range(epochs) for i in range(steps)]
     assert lrs == pytest.approx(want, abs=1e-15)
-    # a resumed stage (scheduler state of the end of epoch 1) continues on the same trajectory
+    # a stage resumed at the end of epoch 1 (step 4: still warming up) continues on the same trajectory
     done = MixupStage(epochs)
     done.setup(ctx)
     run(done, 0, 2)
