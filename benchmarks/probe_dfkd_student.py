@@ -1,0 +1,85 @@
+"""Can a student learn the teacher's function from Module 1's generated images? (README: why ``dfkd`` stays near chance)
+
+Trains a fresh student with KL(teacher ‖ student) only (temperature 1, Adam, no labels) on either
+``gen``: images of a *frozen* Module 1 generator (train-mode BatchNorm, fresh latents per batch, as in
+Module 1), or ``real``: the run's real training images (the control), and prints/saves the KL and the test
+Acc@1 every ``steps/5`` steps.
+
+    .venv/bin/python benchmarks/probe_dfkd_student.py runs/rs-s0/svhn-mnist/dfkd/seed0 --mode gen
+    .venv/bin/python benchmarks/probe_dfkd_student.py runs/rs-s0/svhn-mnist/dfkd/seed0 --mode real
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run", type=Path, help="a finished dfkd (or augkd) run directory")
+    ap.add_argument("--mode", choices=("gen", "real"), default="gen")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="JSON file (default: print only)")
+    args = ap.parse_args()
+
+    import torch
+    import torch.nn.functional as F
+
+    from augkd.checkpoint import load_state_dict_file
+    from augkd.config import load_config
+    from augkd.data import load_domain
+    from augkd.distill.pipeline import load_teacher
+    from augkd.models import create_model
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = load_config(args.run / "config.yaml")
+    data = load_domain(cfg.data, args.run)
+    teacher, _ = load_teacher(cfg, data)
+    g = create_model("augkd_generator", latent_dim=cfg.generator.latent_dim, image_size=cfg.data.image_size,
+                     width=cfg.generator.width).train()  # fmt: skip
+    g.load_state_dict(load_state_dict_file(args.run / "checkpoints" / "module1" / "generator.safetensors"))
+    for p in g.parameters():
+        p.requires_grad_(False)
+    s = create_model(cfg.student.arch, data.num_classes, **cfg.student.kwargs)
+    mean = torch.tensor(cfg.data.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.data.std).view(1, 3, 1, 1)
+    xt, yt = data.test.as_float(), data.test.labels
+    xtrain = data.train.as_float()
+    opt = torch.optim.Adam(s.parameters(), lr=args.lr, weight_decay=1e-4)
+
+    def test_acc() -> float:
+        s.eval()
+        with torch.no_grad():
+            acc = (s((xt - mean) / std).argmax(1) == yt).float().mean().item()
+        s.train()
+        return acc
+
+    rows, t0 = [], time.time()
+    for it in range(args.steps + 1):
+        with torch.no_grad():
+            if args.mode == "gen":
+                x = g(torch.randn(args.batch, cfg.generator.latent_dim))
+            else:
+                x = xtrain[torch.randint(0, len(xtrain), (args.batch,))]
+            t = teacher(x)
+        loss = F.kl_div(F.log_softmax(s((x - mean) / std), 1), F.softmax(t, 1), reduction="batchmean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if it % max(args.steps // 5, 1) == 0:
+            rows.append({"step": it, "kl": loss.item(), "test_acc1": test_acc(), "wall_s": time.time() - t0})
+            print(json.dumps(rows[-1]), flush=True)
+    if args.out:
+        setup = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        args.out.write_text(json.dumps({**setup, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
