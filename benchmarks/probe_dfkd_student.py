@@ -77,8 +77,15 @@ def main() -> None:
             rows.append({"step": it, "kl": loss.item(), "test_acc1": test_acc(), "wall_s": time.time() - t0})
             print(json.dumps(rows[-1]), flush=True)
     if args.out:
+        import os
+
+        from augkd.utils import cpu_name, git_sha
+
         setup = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        args.out.write_text(json.dumps({**setup, "rows": rows}, indent=2) + "\n")
+        env = {"machine": {"cpu": cpu_name(), "threads": args.threads}, "torch": torch.__version__,
+               "git_sha": git_sha(), "load_avg_at_end": os.getloadavg(),
+               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+        args.out.write_text(json.dumps({**setup, **env, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
