@@ -35,6 +35,7 @@ def main() -> None:
     from augkd.config import load_config
     from augkd.data import load_domain
     from augkd.distill.pipeline import load_teacher
+    from augkd.evaluate import Normalize, accuracy
     from augkd.models import create_model
 
     torch.set_num_threads(args.threads)
@@ -48,18 +49,9 @@ def main() -> None:
     for p in g.parameters():
         p.requires_grad_(False)
     s = create_model(cfg.student.arch, data.num_classes, **cfg.student.kwargs)
-    mean = torch.tensor(cfg.data.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.data.std).view(1, 3, 1, 1)
-    xt, yt = data.test.as_float(), data.test.labels
+    norm = Normalize(cfg.data.mean, cfg.data.std)  # the student's input normalisation, as in a run
     xtrain = data.train.as_float()
     opt = torch.optim.Adam(s.parameters(), lr=args.lr, weight_decay=1e-4)
-
-    def test_acc() -> float:
-        s.eval()
-        with torch.no_grad():
-            acc = (s((xt - mean) / std).argmax(1) == yt).float().mean().item()
-        s.train()
-        return acc
 
     rows, t0 = [], time.time()
     for it in range(args.steps + 1):
@@ -69,12 +61,13 @@ def main() -> None:
             else:
                 x = xtrain[torch.randint(0, len(xtrain), (args.batch,))]
             t = teacher(x)
-        loss = F.kl_div(F.log_softmax(s((x - mean) / std), 1), F.softmax(t, 1), reduction="batchmean")
+        loss = F.kl_div(F.log_softmax(s(norm(x)), 1), F.softmax(t, 1), reduction="batchmean")
         opt.zero_grad()
         loss.backward()
         opt.step()
         if it % max(args.steps // 5, 1) == 0:
-            rows.append({"step": it, "kl": loss.item(), "test_acc1": test_acc(), "wall_s": time.time() - t0})
+            acc1 = accuracy(s, data.test, cfg.train.eval_batch_size, "cpu", norm)["acc1"]
+            rows.append({"step": it, "kl": loss.item(), "test_acc1": acc1, "wall_s": time.time() - t0})
             print(json.dumps(rows[-1]), flush=True)
     if args.out:
         import os
