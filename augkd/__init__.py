@@ -14,9 +14,9 @@ from augkd.utils import augkd_version
 __version__ = augkd_version()
 
 _LAZY = {
-    "distill": "augkd.distill",
-    "compare": "augkd.distill",
-    "DistillResult": "augkd.distill",
+    "distill": "augkd.training",
+    "compare": "augkd.training",
+    "DistillResult": "augkd.training",
     "DistillConfig": "augkd.config",
     "TeacherTrainConfig": "augkd.config",
     "load_config": "augkd.config",
@@ -41,7 +41,7 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:  # pragma: no cover
     from augkd.checkpoint import load_model, save_model
     from augkd.config import DistillConfig, TeacherTrainConfig, load_config
-    from augkd.distill import DistillResult, compare, distill
+    from augkd.training import DistillResult, compare, distill
     from augkd.export import export_model, export_onnx, measure_latency
     from augkd.kernels import Backend, fused_mixup, kd_loss, latent_mix, uncertainty
     from augkd.models import create_model, list_models, register_model

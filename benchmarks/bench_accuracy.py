@@ -1,6 +1,6 @@
 """Accuracy of every method × seeds on the SVHN→MNIST presets (issue #3's headline benchmark).
 
-Runs ``augkd.distill.compare`` (same split for every method and seed; Module 1 trained once per seed
+Runs ``augkd.training.compare`` (same split for every method and seed; Module 1 trained once per seed
 and shared by the methods built on it), then copies ``summary.json`` / ``summary.md`` / ``summary.png``
 to ``benchmarks/results/accuracy-<preset>.*`` with the machine, versions and wall time per module.
 Interrupted runs resume (finished runs are read back from their ``summary.json``).
@@ -35,7 +35,7 @@ def main() -> None:
     import torch
 
     from augkd.config import load_config
-    from augkd.distill import compare
+    from augkd.training import compare
     from augkd.doctor import diagnose
     from augkd.utils import augkd_version, cpu_name, git_sha
 

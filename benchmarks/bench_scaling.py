@@ -51,8 +51,8 @@ FIELDS = ["op", "provider", "mode", "metric", "unit", "x_name", "x_value", "p50"
 def _context(args: argparse.Namespace):
     """The RunContext ``augkd distill`` builds (same data, teacher, networks, seeding), on this rank."""
     from augkd.config import load_config
-    from augkd.distill.dist import DistSpec, make_fabric
-    from augkd.distill.pipeline import build_context
+    from augkd.training.dist import DistSpec, make_fabric
+    from augkd.training.pipeline import build_context
 
     precision = "bf16" if args.accelerator == "cuda" else "fp32"
     overrides = ["data.shots_per_class=null", f"train.device={args.accelerator}", f"train.precision={precision}",
@@ -83,8 +83,8 @@ def _timed(ctx, fn, warmup: int, iters: int) -> list[float]:
 
 def worker(args: argparse.Namespace) -> None:
     from augkd.data import DomainData
-    from augkd.distill.engine import prepare_stage
-    from augkd.distill.stages import DataFreeStage, MixupStage
+    from augkd.training.engine import prepare_stage
+    from augkd.training.stages import DataFreeStage, MixupStage
 
     ctx = _context(args)
     world, out = ctx.world_size, {}

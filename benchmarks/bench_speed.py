@@ -39,9 +39,9 @@ def measure(
 ) -> dict:
     from augkd.config import load_config
     from augkd.data import load_domain
-    from augkd.distill.engine import RunContext
-    from augkd.distill.pipeline import _build_nets, load_teacher, place_nets
-    from augkd.distill.stages import DataFreeStage
+    from augkd.training.engine import RunContext
+    from augkd.training.pipeline import _build_nets, load_teacher, place_nets
+    from augkd.training.stages import DataFreeStage
     from augkd.evaluate import Normalize
 
     overrides = [f"train.precision={precision}", f"train.channels_last={channels_last}", f"module1.batch_size={batch}",

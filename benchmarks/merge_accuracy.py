@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("parts", nargs="+", help="accuracy-<preset>.json files to merge, each FILE or FILE:method,...")
     ap.add_argument("--results", default="benchmarks/results", type=Path)
     args = ap.parse_args()
-    from augkd.distill.pipeline import plot_summary, summary_markdown
+    from augkd.training.pipeline import plot_summary, summary_markdown
 
     docs = [read_part(p) for p in args.parts]
     out = merge(docs, list(args.parts))

@@ -34,7 +34,7 @@ def main() -> None:
     from augkd.checkpoint import load_state_dict_file
     from augkd.config import load_config
     from augkd.data import load_domain
-    from augkd.distill.pipeline import load_teacher
+    from augkd.training.pipeline import load_teacher
     from augkd.evaluate import Normalize, accuracy
     from augkd.models import create_model
 

@@ -31,13 +31,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    import augkd.distill.losses as losses_mod
-    import augkd.distill.stages as stages_mod
+    import augkd.training.losses as losses_mod
+    import augkd.training.stages as stages_mod
     from augkd.config import load_config
     from augkd.data import iterate_batches, load_domain
-    from augkd.distill.engine import RunContext
-    from augkd.distill.pipeline import _build_nets, load_teacher
-    from augkd.distill.stages import MixupStage
+    from augkd.training.engine import RunContext
+    from augkd.training.pipeline import _build_nets, load_teacher
+    from augkd.training.stages import MixupStage
     from augkd.evaluate import Normalize
 
     def labelled(name, fn):
@@ -58,7 +58,7 @@ def main() -> None:
     for n in ("student", "generator", "encoder"):
         nets[n].to(memory_format=torch.channels_last)
     teacher.to(memory_format=torch.channels_last)
-    from augkd.distill.engine import pick_precision
+    from augkd.training.engine import pick_precision
 
     precision = pick_precision(cfg.train.precision, torch.device("cpu"))
     ctx = RunContext(cfg, Path("/tmp"), data, teacher, nets, torch.device("cpu"), precision,

@@ -11,7 +11,7 @@ from augkd.cli._options import ConfigOpt, JsonOpt, OutOpt, QuietOpt, SetOpt, Ver
 from augkd.cli._util import cli_errors, print_json, print_table, setup_logging, show_progress
 
 if TYPE_CHECKING:
-    from augkd.distill.dist import DistSpec
+    from augkd.training.dist import DistSpec
 
 
 def _seeds(text: str | None) -> list[int] | None:
@@ -69,8 +69,8 @@ def distill_cmd(
     """
     setup_logging(verbose, quiet)
     from augkd.config import load_config
-    from augkd.distill import compare, distill
-    from augkd.distill.dist import global_rank, teardown
+    from augkd.training import compare, distill
+    from augkd.training.dist import global_rank, teardown
 
     spec = _dist_spec(devices, strategy, precision, num_nodes)
     extra = list(overrides or []) + ([f"method={method}"] if method else [])
@@ -96,7 +96,7 @@ def distill_cmd(
 
 
 def _dist_spec(devices: int | None, strategy: str, precision: str | None, num_nodes: int | None) -> DistSpec:
-    from augkd.distill.dist import PRECISIONS, STRATEGIES, DistSpec
+    from augkd.training.dist import PRECISIONS, STRATEGIES, DistSpec
 
     if strategy not in STRATEGIES:
         raise typer.BadParameter(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
@@ -121,7 +121,7 @@ def _report_summary(summary: dict, out_dir: Path, json_out: bool) -> None:
     if json_out:
         print_json(summary)
         return
-    from augkd.distill.pipeline import summary_markdown
+    from augkd.training.pipeline import summary_markdown
 
     typer.echo(summary_markdown(summary))
     typer.echo(f"summary: {out_dir / 'summary.json'}")
@@ -143,7 +143,7 @@ def compare_cmd(
     """Run methods × seeds on the same split and write summary.json, summary.md and a bar chart."""
     setup_logging(verbose, quiet)
     from augkd.config import load_config
-    from augkd.distill import compare
+    from augkd.training import compare
 
     cfg = load_config(config, list(overrides or []))
     out_dir = out or Path("runs") / "compare"
@@ -169,7 +169,7 @@ def teacher_cmd(
     cfg = load_config(config, list(overrides or []), model=TeacherTrainConfig)
     out_dir = out or Path("runs") / "teacher"
     if show_progress(quiet):
-        from augkd.distill.pipeline import _progress
+        from augkd.training.pipeline import _progress
 
         with _progress() as prog:
             res = train_teacher(cfg, out_dir, progress=prog)

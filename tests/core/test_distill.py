@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from augkd.config import METHODS, load_config
-from augkd.distill import distill
+from augkd.training import distill
 from augkd.errors import InputError, TrainingError
 
 SMOKE = "configs/smoke.yaml"
@@ -31,7 +31,7 @@ def test_every_method_runs_and_beats_chance(method, tmp_path):
 
 
 def test_augkd_run_directory_and_frozen_teacher(tmp_path, monkeypatch):
-    import augkd.distill.pipeline as pipeline
+    import augkd.training.pipeline as pipeline
 
     captured = {}
     real = pipeline.load_teacher
@@ -107,7 +107,7 @@ def test_kill_and_resume_gives_identical_metrics(tmp_path):
 def test_module3_cosine_lr_schedule_in_a_run(tmp_path):
     import csv
 
-    from augkd.distill.schedule import cosine_factor
+    from augkd.training.schedule import cosine_factor
 
     cfg = load_config(SMOKE, ["method=augkd-no-mixup", "train.save_images=false", "module3.epochs=5",
                               "module3.lr_schedule=cosine", "module3.lr=0.01"])  # fmt: skip
@@ -120,7 +120,7 @@ def test_module3_cosine_lr_schedule_in_a_run(tmp_path):
 
 
 def test_compare_shares_module1_and_writes_summary(tmp_path):
-    from augkd.distill import compare
+    from augkd.training import compare
 
     cfg = load_config(SMOKE, ["train.save_images=false", "module3.epochs=2", "kd.epochs=2"])
     summary = compare(cfg, ["dfkd", "augkd-no-mixup", "scratch"], [0, 1], tmp_path)
@@ -150,9 +150,9 @@ def test_module1_student_steps_generate_one_batch_per_step(tmp_path):
     import copy
 
     from augkd.data import load_domain
-    from augkd.distill.engine import RunContext
-    from augkd.distill.pipeline import _build_nets, load_teacher, place_nets
-    from augkd.distill.stages import DataFreeStage
+    from augkd.training.engine import RunContext
+    from augkd.training.pipeline import _build_nets, load_teacher, place_nets
+    from augkd.training.stages import DataFreeStage
     from augkd.evaluate import Normalize
 
     cfg = load_config("configs/smoke.yaml", ["train.precision=fp32", "module1.student_steps=3", "module1.batch_size=8"])

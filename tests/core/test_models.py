@@ -159,7 +159,7 @@ def test_keep_fp32_runs_outside_autocast_and_keeps_weights():
     """train.fp32_nets: the net computes in fp32 under bf16 autocast; state_dict and deep copies unaffected."""
     import copy
 
-    from augkd.distill.engine import keep_fp32
+    from augkd.training.engine import keep_fp32
     from augkd.models import create_model
 
     net = create_model("cnn_tiny", 10, width=8).eval()
@@ -293,7 +293,7 @@ def test_encoder_and_svhn_teacher_same_function_channels_last():
 
 
 def test_adam_helper_keeps_param_groups_from_generators():
-    from augkd.distill.engine import adam
+    from augkd.training.engine import adam
 
     net = torch.nn.Linear(3, 2)
     opt = adam([{"params": net.parameters(), "lr": 0.1}])

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from augkd.config import Module1Config
-from augkd.distill.losses import BNStatsHook, generator_loss, mask_penalty
-from augkd.distill.schedule import cosine_factor, stage_factor, warmup_factor
+from augkd.training.losses import BNStatsHook, generator_loss, mask_penalty
+from augkd.training.schedule import cosine_factor, stage_factor, warmup_factor
 from augkd.models import create_model
 
 
@@ -77,7 +77,7 @@ def test_bn_hook_statistics_are_mean_and_unbiased_variance(channels_last):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_channel_mean_var_long_reductions_near_constant_channels(channels_last):
     """Maps big enough to be chunked (98 k values per channel) with |mean|/std up to 400, against fp64."""
-    from augkd.distill import losses
+    from augkd.training import losses
 
     torch.manual_seed(0)
     scale, shift = torch.tensor([1.0, 0.05, 0.01]).view(1, -1, 1, 1), torch.tensor([0.0, 3.0, 4.0]).view(1, -1, 1, 1)
@@ -97,7 +97,7 @@ def test_channel_mean_var_long_reductions_near_constant_channels(channels_last):
 def test_channel_mean_var_chunk_merge_is_exact_in_fp64(channels_last, monkeypatch):
     """The fp64 merge of chunk statistics (uneven chunks, a different mean per sample, so the between-chunk
     term matters) equals the one-shot mean and unbiased variance to fp64 rounding."""
-    from augkd.distill import losses
+    from augkd.training import losses
 
     monkeypatch.setattr(losses, "_STATS_CHUNK", 40)  # 7 samples × 20 values per channel → 4 chunks: 2,2,2,1
     torch.manual_seed(0)
@@ -115,7 +115,7 @@ def test_channel_mean_var_chunk_merge_is_exact_in_fp64(channels_last, monkeypatc
 def test_channel_mean_var_matches_torch_values_and_gradients(dtype, channels_last):
     """The BN hook's fused statistics = torch.var_mean over (N, H, W) in fp32, forward and backward, for
     activations with a non-zero mean (the cancellation case of Σx² − M·mean²)."""
-    from augkd.distill.losses import channel_mean_var
+    from augkd.training.losses import channel_mean_var
 
     torch.manual_seed(0)
     # |mean| / std from 0.7 to 40 across channels: Σx² − M·mean² in fp32 would lose the variance
@@ -151,7 +151,7 @@ def test_module3_lr_schedule_per_step_and_after_resume(kind):
     from types import SimpleNamespace
 
     from augkd.config import load_config
-    from augkd.distill.stages import MixupStage
+    from augkd.training.stages import MixupStage
 
     cfg = load_config("configs/smoke.yaml", [f"module3.lr_schedule={kind}", "module3.lr=0.01"])
     nets = {n: torch.nn.Linear(2, 2) for n in ("generator", "encoder", "anchor", "student")}

@@ -5,7 +5,7 @@ engine runs them in order; after every epoch it writes ``checkpoints/state.pt`` 
 optimisers, schedulers, best weights, RNG states, metrics), so a killed run resumes exactly where the
 last completed epoch ended. A NaN/inf loss raises :class:`TrainingError` and leaves that file intact.
 
-Training runs through Lightning Fabric (:mod:`augkd.distill.dist`): when a stage starts, the networks it
+Training runs through Lightning Fabric (:mod:`augkd.training.dist`): when a stage starts, the networks it
 trains are set up with ``fabric.setup_module`` (DDP-wrapped when several processes run) and its
 optimisers with ``fabric.setup_optimizers``; frozen networks, evaluation and checkpoints use the plain
 modules. A context built without a Fabric (scripts, benchmarks) runs the same stages in one process.
@@ -113,7 +113,7 @@ class RunContext:
 
         ``augment`` asks for the configured augmentation (``data.augment``/``data.hflip``).
         """
-        from augkd.distill.dist import rank_batches
+        from augkd.training.dist import rank_batches
 
         d = self.cfg.data
         return rank_batches(
@@ -124,7 +124,7 @@ class RunContext:
 
     def reduce_mean(self, metrics: dict[str, float]) -> dict[str, float]:
         """Average per-rank metrics over ranks (identical on every rank afterwards)."""
-        from augkd.distill.dist import all_reduce_mean
+        from augkd.training.dist import all_reduce_mean
 
         return all_reduce_mean(self.fabric, metrics, self.device)
 
@@ -157,7 +157,7 @@ class RunContext:
 
     def accuracy(self, model: nn.Module, data: ImageSet, normalize: nn.Module | None = None) -> dict[str, float]:
         """Acc@1/3/5 of ``model`` (a plain module) on all of ``data``: each rank scores a disjoint shard."""
-        from augkd.distill.dist import all_reduce_sum, eval_shard
+        from augkd.training.dist import all_reduce_sum, eval_shard
 
         if self.world_size == 1:
             return accuracy(model, data, self.cfg.train.eval_batch_size, self.device, normalize)
@@ -170,7 +170,7 @@ class RunContext:
 
     def check_finite(self, losses: dict[str, torch.Tensor], where: str) -> None:
         """Stop on a NaN/inf loss (on any rank: every rank stops together); the last checkpoint stays as it is."""
-        from augkd.distill.dist import any_rank
+        from augkd.training.dist import any_rank
 
         loss = losses["loss"]
         bad = not bool(torch.isfinite(loss.detach()).all())
@@ -389,7 +389,7 @@ def prepare_stage(ctx: RunContext, stage: Stage) -> None:
 
 def sync_trained_buffers(ctx: RunContext, stage: Stage) -> None:
     """Average the BatchNorm running statistics of the stage's networks over ranks (DDP keeps weights equal)."""
-    from augkd.distill.dist import average_buffers
+    from augkd.training.dist import average_buffers
 
     for n in stage.trains:
         average_buffers(ctx.fabric, ctx.nets[n])
@@ -402,7 +402,7 @@ def run_stages(ctx: RunContext, stages: list[Stage], progress: Any | None = None
     and the pictures. The checkpoint holds plain state dicts and every rank's RNG state, so it resumes
     with any number of processes (the same number resumes exactly).
     """
-    from augkd.distill.dist import gather_rng_states, restore_rng
+    from augkd.training.dist import gather_rng_states, restore_rng
 
     ckpt = ctx.run_dir / "checkpoints" / "state.pt"
     start_stage, start_epoch, log_rows, timings = 0, 0, [], {}

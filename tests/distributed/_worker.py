@@ -44,10 +44,10 @@ def _register_plain_cnn() -> None:
 def run_augkd(out: Path) -> None:
     import lightning_fabric
 
-    import augkd.distill.pipeline as pipeline
+    import augkd.training.pipeline as pipeline
     from augkd.config import load_config
-    from augkd.distill import distill
-    from augkd.distill.dist import DistSpec
+    from augkd.training import distill
+    from augkd.training.dist import DistSpec
 
     rec: dict = {"setup_modules": [], "latent_sum": None}
     real_teacher, real_build = pipeline.load_teacher, pipeline._build_nets
@@ -101,8 +101,8 @@ def run_augkd(out: Path) -> None:
 
 def run_kd(out: Path, batch: int) -> None:
     from augkd.config import load_config
-    from augkd.distill import distill
-    from augkd.distill.dist import DistSpec
+    from augkd.training import distill
+    from augkd.training.dist import DistSpec
 
     _register_plain_cnn()
     steps: list[dict] = []

@@ -1,6 +1,6 @@
 """``augkd.distill(config)``: one run of one method, plus multi-seed and multi-method comparisons.
 
-Every run goes through Lightning Fabric (:mod:`augkd.distill.dist`): one process by default, or
+Every run goes through Lightning Fabric (:mod:`augkd.training.dist`): one process by default, or
 data-parallel with ``dist=DistSpec(devices=N)`` / under ``torchrun``. Every rank loads the data and
 builds the networks; only global rank 0 writes into the run directory.
 """
@@ -21,9 +21,9 @@ import torch
 from augkd.checkpoint import ModelMeta, load_model, save_model
 from augkd.config import DistillConfig, config_to_dict, load_config, save_config
 from augkd.data import DomainData, load_domain
-from augkd.distill.dist import DistSpec, legacy_precision, make_fabric, rank_seed
-from augkd.distill.engine import RunContext, keep_fp32, load_stage_nets, run_stages
-from augkd.distill.stages import DataFreeStage, MixupStage, build_stages, needs_generative
+from augkd.training.dist import DistSpec, legacy_precision, make_fabric, rank_seed
+from augkd.training.engine import RunContext, keep_fp32, load_stage_nets, run_stages
+from augkd.training.stages import DataFreeStage, MixupStage, build_stages, needs_generative
 from augkd.errors import ConfigError, InputError
 from augkd.evaluate import FrozenTeacher, Normalize
 from augkd.models import create_model
@@ -271,12 +271,12 @@ def _save_student(cfg: DistillConfig, run_dir: Path, student: torch.nn.Module, d
 def _write_pictures(cfg: DistillConfig, run_dir: Path, rows: list[dict[str, Any]], stages: list[Any]) -> None:
     if not cfg.train.save_images:
         return
-    from augkd.distill.plots import plot_curves, plot_schedule
+    from augkd.training.plots import plot_curves, plot_schedule
 
     plot_curves(rows, run_dir / "images" / "training_curves.png")
     for st in stages:
         if isinstance(st, MixupStage) and st.epochs > 0:
-            from augkd.distill.schedule import stage_factor
+            from augkd.training.schedule import stage_factor
 
             m3 = cfg.module3
             vals = [st.fixed_s if st.fixed_s is not None else stage_factor(e, st.epochs, m3.a, m3.b, m3.schedule)
@@ -374,7 +374,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 
 
 def plot_summary(summary: dict[str, Any], path: Path) -> None:
-    from augkd.distill.plots import _plt, _save
+    from augkd.training.plots import _plt, _save
 
     plt = _plt()
     methods = list(summary["methods"])

@@ -108,7 +108,7 @@ def fabric_precision(requested: str | None, train_precision: str, device_type: s
     single process, on CPUs with AVX-512 BF16/AMX (the engine's earlier behaviour); DDP on CPU stays
     ``32-true`` (gloo all-reduces fp32 gradients either way, and the CPU runs are the exactness tests).
     """
-    from augkd.distill.engine import cpu_supports_bf16
+    from augkd.training.engine import cpu_supports_bf16
 
     name = _PRECISION_ALIASES.get(requested or "auto", requested or "auto")
     if name == "auto":

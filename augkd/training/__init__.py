@@ -1,5 +1,5 @@
 """AuG-KD training: the engine, the three modules and the baselines."""
 
-from augkd.distill.pipeline import DistillResult, compare, distill
+from augkd.training.pipeline import DistillResult, compare, distill
 
 __all__ = ["DistillResult", "compare", "distill"]

@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 from augkd.cli import app
 from augkd.data import iterate_batches
 from augkd.data.images import ImageSet
-from augkd.distill import dist
-from augkd.distill.dist import DistSpec, fabric_precision, rank_batches, resolve_layout, restore_rng, shard_indices
+from augkd.training import dist
+from augkd.training.dist import DistSpec, fabric_precision, rank_batches, resolve_layout, restore_rng, shard_indices
 from augkd.errors import ConfigError
 
 
@@ -80,7 +80,7 @@ def test_two_ranks_draw_disjoint_data_and_their_own_augmentation():
     ],
 )
 def test_precision_mapping(monkeypatch, requested, train, device, world, bf16_cpu, expected):
-    monkeypatch.setattr("augkd.distill.engine.cpu_supports_bf16", lambda: bf16_cpu)
+    monkeypatch.setattr("augkd.training.engine.cpu_supports_bf16", lambda: bf16_cpu)
     assert fabric_precision(requested, train, device, world) == expected
 
 

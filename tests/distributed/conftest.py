@@ -1,4 +1,4 @@
-"""tests/dist: runs with real processes need a loopback interface to bind gloo to."""
+"""tests/distributed: runs with real processes need a loopback interface to bind gloo to."""
 
 import os
 

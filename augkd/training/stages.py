@@ -6,7 +6,7 @@ trains the AnchorNet in G's latent space; Module 3 (mixup learning) trains S on 
 images and real student-domain images, distilled from the teacher. Where the official code departs
 from the paper, augkd follows decisions.md (teacher KD in Module 3, per-sample mask penalty, ...).
 
-Data-parallel runs (:mod:`augkd.distill.dist`): a network whose weights a step trains is called through
+Data-parallel runs (:mod:`augkd.training.dist`): a network whose weights a step trains is called through
 ``ctx.net(name)`` (Fabric/DDP-wrapped), every frozen or no-grad use through the plain ``ctx.nets[name]``;
 steps go through :meth:`Stage.optimize` (``fabric.backward``). Batch sizes are per device. In Module 1
 each rank draws its own latents, and the BN-statistics term matches the teacher's running statistics
@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from augkd.distill.engine import RunContext, Stage, adam, frozen_weights, set_trainable
-from augkd.distill.losses import BNStatsHook, anchor_loss, encoder_loss, generator_loss, student_kd_loss
-from augkd.distill.schedule import cosine_factor, stage_factor, warmup_factor
+from augkd.training.engine import RunContext, Stage, adam, frozen_weights, set_trainable
+from augkd.training.losses import BNStatsHook, anchor_loss, encoder_loss, generator_loss, student_kd_loss
+from augkd.training.schedule import cosine_factor, stage_factor, warmup_factor
 from augkd.kernels import fused_mixup, latent_mix
 
 
@@ -136,7 +136,7 @@ class DataFreeStage(Stage):
             self.hook.remove()
 
     def images(self, ctx: RunContext, out_dir: Path) -> None:
-        from augkd.distill.plots import save_grid
+        from augkd.training.plots import save_grid
 
         g = ctx.nets["generator"].eval()
         gen = torch.Generator(device="cpu").manual_seed(0)
@@ -194,7 +194,7 @@ class AnchorStage(Stage):
         """Anchor losses on the eval split: the mean of the batch means in one process; under DDP each rank
         scores a disjoint shard and the batch means are weighted by batch size across ranks."""
         from augkd.data import iterate_batches
-        from augkd.distill.dist import eval_shard
+        from augkd.training.dist import eval_shard
 
         a = ctx.nets["anchor"]
         a.eval()
@@ -222,7 +222,7 @@ class AnchorStage(Stage):
 
     @torch.no_grad()
     def images(self, ctx: RunContext, out_dir: Path) -> None:
-        from augkd.distill.plots import save_rows
+        from augkd.training.plots import save_rows
 
         x, y = ctx.data.train.as_float()[:16].to(ctx.device), ctx.data.train.labels[:16].to(ctx.device)
         z, _, _ = ctx.nets["encoder"](x, y)
@@ -337,7 +337,7 @@ class MixupStage(Stage):
 
     @torch.no_grad()
     def images(self, ctx: RunContext, out_dir: Path) -> None:
-        from augkd.distill.plots import save_rows
+        from augkd.training.plots import save_rows
 
         x, y = ctx.data.train.as_float()[:12].to(ctx.device), ctx.data.train.labels[:12].to(ctx.device)
         values = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
