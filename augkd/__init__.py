@@ -41,11 +41,11 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:  # pragma: no cover
     from augkd.checkpoint import load_model, save_model
     from augkd.config import DistillConfig, TeacherTrainConfig, load_config
-    from augkd.training import DistillResult, compare, distill
     from augkd.export import export_model, export_onnx, measure_latency
     from augkd.kernels import Backend, fused_mixup, kd_loss, latent_mix, uncertainty
     from augkd.models import create_model, list_models, register_model
     from augkd.teacher import train_teacher
+    from augkd.training import DistillResult, compare, distill
 
 
 def __getattr__(name: str) -> Any:

@@ -35,8 +35,8 @@ def main() -> None:
     import torch
 
     from augkd.config import load_config
-    from augkd.training import compare
     from augkd.doctor import diagnose
+    from augkd.training import compare
     from augkd.utils import augkd_version, cpu_name, git_sha
 
     cfg = load_config(f"configs/{args.preset}.yaml", args.set)

@@ -39,10 +39,10 @@ def measure(
 ) -> dict:
     from augkd.config import load_config
     from augkd.data import load_domain
+    from augkd.evaluate import Normalize
     from augkd.training.engine import RunContext
     from augkd.training.pipeline import _build_nets, load_teacher, place_nets
     from augkd.training.stages import DataFreeStage
-    from augkd.evaluate import Normalize
 
     overrides = [f"train.precision={precision}", f"train.channels_last={channels_last}", f"module1.batch_size={batch}",
                  "generator.width=256", "generator.encoder_width=64", "generator.latent_dim=100",

@@ -34,9 +34,9 @@ def main() -> None:
     from augkd.checkpoint import load_state_dict_file
     from augkd.config import load_config
     from augkd.data import load_domain
-    from augkd.training.pipeline import load_teacher
     from augkd.evaluate import Normalize, accuracy
     from augkd.models import create_model
+    from augkd.training.pipeline import load_teacher
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

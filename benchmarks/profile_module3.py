@@ -35,10 +35,10 @@ def main() -> None:
     import augkd.training.stages as stages_mod
     from augkd.config import load_config
     from augkd.data import iterate_batches, load_domain
+    from augkd.evaluate import Normalize
     from augkd.training.engine import RunContext
     from augkd.training.pipeline import _build_nets, load_teacher
     from augkd.training.stages import MixupStage
-    from augkd.evaluate import Normalize
 
     def labelled(name, fn):
         def wrapper(*a, **k):

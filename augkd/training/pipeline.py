@@ -21,12 +21,12 @@ import torch
 from augkd.checkpoint import ModelMeta, load_model, save_model
 from augkd.config import DistillConfig, config_to_dict, load_config, save_config
 from augkd.data import DomainData, load_domain
-from augkd.training.dist import DistSpec, legacy_precision, make_fabric, rank_seed
-from augkd.training.engine import RunContext, keep_fp32, load_stage_nets, run_stages
-from augkd.training.stages import DataFreeStage, MixupStage, build_stages, needs_generative
 from augkd.errors import ConfigError, InputError
 from augkd.evaluate import FrozenTeacher, Normalize
 from augkd.models import create_model
+from augkd.training.dist import DistSpec, legacy_precision, make_fabric, rank_seed
+from augkd.training.engine import RunContext, keep_fp32, load_stage_nets, run_stages
+from augkd.training.stages import DataFreeStage, MixupStage, build_stages, needs_generative
 from augkd.utils import (
     apply_process_settings,
     atomic_write_json,

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from augkd.kernels import fused_mixup, latent_mix
 from augkd.training.engine import RunContext, Stage, adam, frozen_weights, set_trainable
 from augkd.training.losses import BNStatsHook, anchor_loss, encoder_loss, generator_loss, student_kd_loss
 from augkd.training.schedule import cosine_factor, stage_factor, warmup_factor
-from augkd.kernels import fused_mixup, latent_mix
 
 
 def _cl(x: torch.Tensor, ctx: RunContext) -> torch.Tensor:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from augkd.config import METHODS, load_config
-from augkd.training import distill
 from augkd.errors import InputError, TrainingError
+from augkd.training import distill
 
 SMOKE = "configs/smoke.yaml"
 
@@ -150,10 +150,10 @@ def test_module1_student_steps_generate_one_batch_per_step(tmp_path):
     import copy
 
     from augkd.data import load_domain
+    from augkd.evaluate import Normalize
     from augkd.training.engine import RunContext
     from augkd.training.pipeline import _build_nets, load_teacher, place_nets
     from augkd.training.stages import DataFreeStage
-    from augkd.evaluate import Normalize
 
     cfg = load_config("configs/smoke.yaml", ["train.precision=fp32", "module1.student_steps=3", "module1.batch_size=8"])
     data = load_domain(cfg.data)

@@ -159,8 +159,8 @@ def test_keep_fp32_runs_outside_autocast_and_keeps_weights():
     """train.fp32_nets: the net computes in fp32 under bf16 autocast; state_dict and deep copies unaffected."""
     import copy
 
-    from augkd.training.engine import keep_fp32
     from augkd.models import create_model
+    from augkd.training.engine import keep_fp32
 
     net = create_model("cnn_tiny", 10, width=8).eval()
     keys = list(net.state_dict())

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from augkd.config import Module1Config
+from augkd.models import create_model
 from augkd.training.losses import BNStatsHook, generator_loss, mask_penalty
 from augkd.training.schedule import cosine_factor, stage_factor, warmup_factor
-from augkd.models import create_model
 
 
 def test_stage_factor_table_from_spec():

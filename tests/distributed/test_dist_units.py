@@ -7,9 +7,9 @@ from typer.testing import CliRunner
 from augkd.cli import app
 from augkd.data import iterate_batches
 from augkd.data.images import ImageSet
+from augkd.errors import ConfigError
 from augkd.training import dist
 from augkd.training.dist import DistSpec, fabric_precision, rank_batches, resolve_layout, restore_rng, shard_indices
-from augkd.errors import ConfigError
 
 
 @pytest.mark.parametrize("n,world", [(300, 2), (10, 3), (7, 4), (2, 4), (33, 1)])
