@@ -70,10 +70,18 @@ def parity_checks(fmt: str, parity: ParityResult, atol: float, min_agreement: fl
 
 
 def accuracy_check(fmt: str, acc: AccuracyResult, max_drop: float) -> CheckResult:
-    """Acc@1 drop (points) against the reference ≤ ``max_drop``."""
+    """Acc@1 drop (points) against the reference ≤ ``max_drop``.
+
+    The message gives the gate's resolution: on ``n`` images one image is ``100 / n`` points, so a gate
+    finer than that allows no lost image at all (a 1-point gate on 64 images fails on the first flip).
+    """
     ok = acc.drop_points <= max_drop
+    per_image = 100.0 / max(acc.samples, 1)
+    lost = round(acc.drop_points / per_image)
+    note = f"; one image = {per_image:.2f} pts, so this gate allows no lost image" if max_drop < per_image else ""
     return CheckResult(
         name="acc_drop", passed=ok, value=acc.drop_points, threshold=max_drop,
         message=f"{fmt}: Acc@1 {acc.acc1 * 100:.2f}% vs {acc.reference} {acc.reference_acc1 * 100:.2f}% "
-                f"(drop {acc.drop_points:.2f} pts {'≤' if ok else '>'} --max-acc-drop {max_drop:g})",
+                f"(drop {acc.drop_points:.2f} pts, {lost:d} of {acc.samples} images, "
+                f"{'≤' if ok else '>'} --max-acc-drop {max_drop:g}{note})",
     )  # fmt: skip
