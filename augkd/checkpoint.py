@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,20 +100,85 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             raise InputError(
                 f"checkpoint {str(path)!r} is not a readable safetensors file ({exc})".splitlines()[0]
             ) from exc
+    _check_torch_header(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": the refusal below says what matters
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise InputError(
+                f"refusing to load {str(path)!r}: it is a pickle that needs arbitrary code to load ({found.group(1)}; "
+                "only plain tensor state_dicts are accepted); re-save it as safetensors"
+            ) from exc
         raise InputError(
-            f"refusing to load {str(path)!r}: it is a pickle that needs arbitrary code to load "
-            "(only plain tensor state_dicts are accepted); re-save it as safetensors"
+            f"refusing to load {str(path)!r}: it is a pickle that the safe (weights-only) loader cannot read "
+            "(only plain tensor state_dicts saved by torch.save are accepted); re-save it as safetensors"
         ) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise InputError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({exc})".splitlines()[0]) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise InputError(f"checkpoint {str(path)!r} does not hold a state_dict of tensors")
+    _check_state_dict(path, obj)
     return obj
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+_PICKLE_PROTOCOLS = range(2, 6)  # legacy torch.save / plain pickles start with PROTO (0x80) and the protocol
+
+
+def _check_torch_header(path: Path) -> None:
+    """Refuse, before ``torch.load``, a file that is neither a zip archive nor a pickle (text, YAML, empty...)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise InputError(f"cannot read checkpoint {str(path)!r} ({exc.strerror or exc})") from exc
+    if head.startswith(_ZIP_MAGIC) or (len(head) > 1 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS):
+        return
+    if not head:
+        raise InputError(f"{str(path)!r} is an empty file, not a torch checkpoint")
+    try:
+        sample = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a cut multi-byte character at the end of the sample is still text
+        sample = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 else "\x00"
+    text = all(ch.isprintable() or ch in "\n\r\t\f" for ch in sample)
+    if text:
+        kind = {".yaml": "a YAML text file", ".yml": "a YAML text file", ".json": "a JSON text file"}
+        hint = "; a config goes with -c" if path.suffix.lower() in (".yaml", ".yml") else ""
+        raise InputError(
+            f"{str(path)!r} is {kind.get(path.suffix.lower(), 'a text file')}, not a torch checkpoint "
+            f"(no zip/pickle header){hint}: pass a .safetensors file, a .pt state_dict or a run directory"
+        )
+    raise InputError(
+        f"{str(path)!r} is not a torch checkpoint (no zip/pickle header): pass a .safetensors file, a .pt "
+        "state_dict or a run directory"
+    )
+
+
+def _check_state_dict(path: Path, obj: Any) -> None:
+    """Say what a loaded ``.pt`` holds when it is not a dict of parameter name → tensor."""
+    if isinstance(obj, dict) and {"stage_index", "nets"} <= set(obj):
+        raise InputError(
+            f"{str(path)!r} is an augkd training state (checkpoints/state.pt), not a model: pass the run "
+            "directory or its student.safetensors"
+        )
+    if isinstance(obj, torch.Tensor):
+        raise InputError(
+            f"{str(path)!r} holds a Tensor of shape {list(obj.shape)}, not a state_dict of tensors "
+            "(a dict of parameter name → tensor, as model.state_dict())"
+        )
+    if not isinstance(obj, dict):
+        raise InputError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict of tensors")
+    bad = next((k for k, v in obj.items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise InputError(
+            f"{str(path)!r} holds a dict whose entry {str(bad)!r} is a {type(obj[bad]).__name__}, not a state_dict "
+            "of tensors"
+        )
+    if not obj:
+        raise InputError(f"{str(path)!r} holds an empty dict, not a state_dict of tensors")
 
 
 def resolve_checkpoint_path(source: str | Path) -> Path:
@@ -123,6 +190,17 @@ def resolve_checkpoint_path(source: str | Path) -> Path:
                 return path / name
         raise InputError(f"no student.safetensors in run directory {str(path)!r}: has the run finished?")
     return path
+
+
+def peek_num_classes(source: str | Path) -> int | None:
+    """The class count of a model checkpoint or built-in name, read without loading weights (None if unknown)."""
+    from augkd.models import get_model_info
+
+    src = str(source)
+    if not Path(src).exists() and not any(sep in src for sep in "/\\") and "." not in Path(src).name:
+        return get_model_info(src).fixed_num_classes or 10  # as load_model: a built-in pretrained name
+    side = sidecar_path(resolve_checkpoint_path(source))
+    return read_meta(side).num_classes if side.is_file() else None
 
 
 def load_model(
