@@ -184,6 +184,13 @@ class DistillConfig(_Base):
     def _check_version(self) -> DistillConfig:
         if self.version != CONFIG_VERSION:
             raise ValueError(f"config version {self.version} is not supported (this augkd reads {CONFIG_VERSION})")
+        # a distillation run selects on the eval split and reports on the test split: neither may be empty
+        empty = [name for name, f in zip(("train", "eval", "test"), self.data.split, strict=True) if f <= 0]
+        if empty:
+            raise ValueError(
+                f"data.split={list(self.data.split)} leaves the {' and '.join(empty)} split empty: distill needs "
+                "train, eval and test fractions > 0, e.g. --set data.split=[0.8,0.1,0.1]"
+            )
         return self
 
 
@@ -274,8 +281,10 @@ def overrides_to_dict(overrides: list[str]) -> dict[str, Any]:
 
 def _format_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a check across several fields: its message names them
+        return f"invalid config: {msg}"
     given = err.get("input")
     given_s = "" if isinstance(given, dict) else f" (got {given!r})"
     return f"invalid config value for {loc}: {msg}{given_s}"
@@ -298,6 +307,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {str(path)!r}; pass an existing YAML file (see configs/)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = str(exc.problem or exc.__class__.__name__)
+        if exc.context:
+            ctx = exc.context_mark
+            started = (
+                f" started at line {ctx.line + 1}"
+                if ctx is not None and mark is not None and ctx.line != mark.line
+                else ""
+            )
+            what += f" ({exc.context}{started})"
+        raise ConfigError(f"config file is not valid YAML: {where}: {what}") from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}".splitlines()[0]) from exc
     if data is None:

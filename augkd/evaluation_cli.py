@@ -40,13 +40,19 @@ def evaluate_checkpoint(
         run_dir = None
     data_dict.setdefault("image_size", meta.input_size)
     data_cfg = build_config(DataConfig, data_dict, [o.removeprefix("data.") for o in (overrides or [])])
-    domain = load_domain(data_cfg, run_dir)
+    domain = load_domain(data_cfg, run_dir, meta.num_classes)  # a list file: labels in the model's classes
     sets = {"train": domain.train, "eval": domain.eval, "test": domain.test}
     if split == "all":
         target = ImageSet(torch.cat([s.images for s in sets.values()]), torch.cat([s.labels for s in sets.values()]),
                           domain.class_names)  # fmt: skip
     else:
         target = sets[split]
+    if len(target) == 0:
+        from augkd.errors import InputError
+
+        raise InputError(
+            f"the {split} split of {data_cfg.dataset!r} is empty: pick another --split (train, eval, test, all)"
+        )
     wrapped = FrozenTeacher(model, meta.mean, meta.std, meta.input_size, meta.in_chans)
     acc = accuracy(wrapped, target, 1024, "cpu")
     return {**acc, "arch": meta.arch, "dataset": data_cfg.dataset, "split": split}

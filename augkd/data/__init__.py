@@ -28,16 +28,19 @@ __all__ = [
 
 def load_dataset(
     dataset: str, image_size: int = 32, root: str | None = None, skip_bad_files: bool = False,
-    max_per_class: int | None = None,
+    max_per_class: int | None = None, num_classes: int | None = None,
 ) -> ImageSet:  # fmt: skip
-    """A built-in name, an ImageFolder directory, or a list file → an in-memory :class:`ImageSet`."""
+    """A built-in name, an ImageFolder directory, or a list file → an in-memory :class:`ImageSet`.
+
+    ``num_classes`` (the model's) sets a list file's label range; folders and built-ins name their classes.
+    """
     if dataset in BUILTIN_DATASETS:
         return load_builtin(dataset, image_size, max_per_class=max_per_class)
     path = Path(dataset)
     if path.is_dir():
         return load_image_folder(path, image_size, skip_bad_files)
     if path.is_file():
-        return load_list_file(path, root, image_size, skip_bad_files)
+        return load_list_file(path, root, image_size, skip_bad_files, num_classes)
     from augkd.errors import InputError
 
     raise InputError(
@@ -62,14 +65,21 @@ class DomainData:
         return self.train.num_classes
 
 
-def load_domain(cfg: DataConfig, run_dir: str | Path | None = None) -> DomainData:  # noqa: F821
-    """Load ``cfg.dataset`` and split it; the split is read from / written to ``run_dir/split.json``."""
-    full = load_dataset(cfg.dataset, cfg.image_size, cfg.root, cfg.skip_bad_files, cfg.max_per_class)
+def load_domain(
+    cfg: DataConfig,  # noqa: F821
+    run_dir: str | Path | None = None,
+    num_classes: int | None = None,
+) -> DomainData:
+    """Load ``cfg.dataset`` and split it; the split is read from / written to ``run_dir/split.json``.
+
+    ``num_classes``: the model's class count, the label range of a list file (see :func:`load_dataset`).
+    """
+    full = load_dataset(cfg.dataset, cfg.image_size, cfg.root, cfg.skip_bad_files, cfg.max_per_class, num_classes)
     split_file = Path(run_dir) / "split.json" if run_dir is not None else None
     if split_file is not None and split_file.is_file():
         split = load_split(split_file, full.labels)
     else:
-        split = stratified_split(full.labels, cfg.split, cfg.split_seed, cfg.shots_per_class)
+        split = stratified_split(full.labels, cfg.split, cfg.split_seed, cfg.shots_per_class, full.class_names)
         if split_file is not None:
             info = {"dataset": cfg.dataset, "split": list(cfg.split), "split_seed": cfg.split_seed,
                     "shots_per_class": cfg.shots_per_class, "class_names": full.class_names}  # fmt: skip

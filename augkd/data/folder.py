@@ -74,9 +74,15 @@ def load_image_folder(root: str | Path, image_size: int = 32, skip_bad_files: bo
 
 
 def load_list_file(
-    list_file: str | Path, root: str | Path | None = None, image_size: int = 32, skip_bad_files: bool = False
-) -> ImageSet:
-    """Decode the images of a list file: one ``relative/path label`` per line (VisDA ``image_list.txt``)."""
+    list_file: str | Path, root: str | Path | None = None, image_size: int = 32, skip_bad_files: bool = False,
+    num_classes: int | None = None,
+) -> ImageSet:  # fmt: skip
+    """Decode the images of a list file: one ``relative/path label`` per line (VisDA ``image_list.txt``).
+
+    The classes are ``0 .. num_classes-1`` (the model's class count, e.g. the teacher's), or ``0`` to the
+    largest label when it is not given. A label outside that range is an error naming its line; so is a
+    class that no row has (as an empty class folder is).
+    """
     list_file = Path(list_file)
     if not list_file.is_file():
         raise InputError(f"list file not found: {str(list_file)!r}")
@@ -89,15 +95,28 @@ def load_list_file(
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
             raise InputError(f"{str(list_file)!r} line {n}: expected 'relative/path label', got {line.strip()!r}")
+        if num_classes is not None and int(parts[1]) >= num_classes:
+            raise InputError(
+                f"{str(list_file)!r} line {n}: label {parts[1]} is outside the classes 0..{num_classes - 1} "
+                f"(the model has {num_classes} classes)"
+            )
         files.append(base / parts[0])
         labels.append(int(parts[1]))
     if not files:
         raise InputError(f"list file {str(list_file)!r} lists no images")
-    num_classes = max(labels) + 1
+    if num_classes is None:
+        num_classes = max(labels) + 1
     arrays, kept, bad = _decode_all(files, image_size, skip_bad_files)
     if not arrays:
         raise InputError(f"no readable images listed in {str(list_file)!r}")
     lab = torch.tensor([labels[i] for i in kept], dtype=torch.long)
     classes = [str(i) for i in range(num_classes)]
+    missing = sorted(set(range(num_classes)) - set(lab.tolist()))
+    if missing:  # a class with no (readable) row is a class without images, as an empty class folder
+        what = "no rows" if missing[0] not in labels else "no readable images left"
+        raise InputError(
+            f"list file {str(list_file)!r} has {what} for class {missing[0]} of 0..{num_classes - 1} "
+            f"({len(missing)} class(es) without images): every class needs images"
+        )
     paths = [str(files[i]) for i in kept]
     return ImageSet(torch.from_numpy(np.stack(arrays)), lab, classes, paths, bad)
