@@ -41,7 +41,16 @@ def distill_cmd(
         Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2,3,4 (one run each).")
     ] = None,
     resume: Annotated[
-        Optional[Path], typer.Option("--resume", help="Continue the run in this directory.", file_okay=False)
+        Optional[Path],
+        typer.Option(
+            "--resume",
+            file_okay=False,
+            help="Continue the run in this directory with its own config.yaml. Only learning rates, epoch counts "
+            "and precision may change, with --set: module1.epochs, module1.g_lr, module1.s_lr, module1.e_lr, "
+            "module2.epochs, module2.lr, module3.epochs, module3.lr, kd.epochs, kd.lr, train.precision (for a stage "
+            "that has not finished; recorded in RUN/resume_overrides.json). Any other key, -c, --method, --seeds "
+            "and --out are refused.",
+        ),
     ] = None,
     devices: Annotated[
         Optional[int],
@@ -76,7 +85,9 @@ def distill_cmd(
     extra = list(overrides or []) + ([f"method={method}"] if method else [])
     try:
         if resume is not None:
-            res = distill(load_config(None), resume, resume=True, progress=show_progress(quiet), dist=spec).to_dict()
+            _check_resume_args(config, method, seeds, out)
+            res = distill(load_config(None), resume, resume=True, progress=show_progress(quiet), dist=spec,
+                          resume_overrides=list(overrides or [])).to_dict()  # fmt: skip
             if global_rank() == 0:
                 _report(res, json_out)
             return
@@ -93,6 +104,20 @@ def distill_cmd(
             _report(res, json_out)
     finally:
         teardown()
+
+
+def _check_resume_args(config: Path | None, method: str | None, seeds: str | None, out: Path | None) -> None:
+    """With --resume the run keeps its own config and directory: refuse what would otherwise be ignored."""
+    from augkd.errors import ConfigError
+    from augkd.training.resume import RESUME_KEYS
+
+    given = [flag for flag, v in (("-c/--config", config), ("--method", method), ("--seeds", seeds), ("--out", out))
+             if v is not None]  # fmt: skip
+    if given:
+        raise ConfigError(
+            f"{given[0]} cannot be used with --resume: a resumed run keeps its own RUN/config.yaml and directory; "
+            f"only --set {', '.join(RESUME_KEYS)} can change"
+        )
 
 
 def _dist_spec(devices: int | None, strategy: str, precision: str | None, num_nodes: int | None) -> DistSpec:
@@ -168,6 +193,14 @@ def teacher_cmd(
 
     cfg = load_config(config, list(overrides or []), model=TeacherTrainConfig)
     out_dir = out or Path("runs") / "teacher"
+    if config is None:
+        import logging
+
+        logging.getLogger("augkd.cli").info(
+            "no -c config: training the default teacher, %s on %s for %d epochs (%s); pass -c FILE "
+            "(e.g. configs/teacher-office31.yaml) or --set to choose", cfg.model.arch, cfg.data.dataset, cfg.epochs,
+            "with your --set overrides" if overrides else "augkd.config.TeacherTrainConfig's defaults",
+        )  # fmt: skip
     if show_progress(quiet):
         from augkd.training.pipeline import _progress
 

@@ -59,28 +59,52 @@ class DistillResult:
         return asdict(self)
 
 
+def _name_list(names: list[str], limit: int = 12) -> str:
+    """``[a, b, ...]`` on one line: the first ``limit`` names, then how many there are."""
+    shown = ", ".join(names[:limit])
+    return f"[{shown}, … ({len(names)} in all)]" if len(names) > limit else f"[{shown}]"
+
+
 def load_teacher(cfg: DistillConfig, data: DomainData) -> tuple[FrozenTeacher, ModelMeta]:
-    """Load the frozen teacher and check its label space against the student-domain data."""
+    """Load the frozen teacher and check its label space against the student-domain data.
+
+    The class count must match. When the teacher's sidecar names its classes (built-in teachers name
+    them "0".."9"), the data's classes (folder names, in sorted order) must be the same names in the
+    same order. A list file's classes are bare label numbers, so only its count is checked (and its
+    labels were checked against the teacher's range when it was read, :func:`_load_data`).
+    """
+    from augkd.data import BUILTIN_DATASETS
+
     net, meta = load_model(cfg.teacher.checkpoint)
+    ds = cfg.data.dataset
+    list_file = ds not in BUILTIN_DATASETS and Path(ds).is_file()
     if meta.num_classes != data.num_classes:
         raise InputError(
-            f"teacher {cfg.teacher.checkpoint!r} has {meta.num_classes} classes but dataset {cfg.data.dataset!r} has "
+            f"teacher {cfg.teacher.checkpoint!r} has {meta.num_classes} classes but dataset {ds!r} has "
             f"{data.num_classes}: the student domain must share the teacher's label space"
         )
     names = [str(c) for c in meta.class_names]
-    if names and names != [str(i) for i in range(meta.num_classes)] and names != data.class_names:
-        diff = [f"{a!r}≠{b!r}" for a, b in zip(names, data.class_names, strict=False) if a != b]
-        raise InputError(f"class folders differ from the teacher's classes: {', '.join(diff[:3])}; rename the folders")
+    if names and not list_file and names != data.class_names:
+        order = " (the same names in another order)" if sorted(names) == sorted(data.class_names) else ""
+        raise InputError(
+            f"the classes of dataset {ds!r} {_name_list(data.class_names)} differ from the classes of teacher "
+            f"{cfg.teacher.checkpoint!r} {_name_list(names)}{order}: name the class folders as the teacher's classes"
+        )
     return FrozenTeacher(net, meta.mean, meta.std, meta.input_size, meta.in_chans), meta
 
 
-def _resolve_config(cfg: DistillConfig, run_dir: Path, resume: bool) -> DistillConfig:
-    """The run's config: ``cfg``, or on resume the run directory's own ``config.yaml`` (read-only)."""
+def _resolve_config(
+    cfg: DistillConfig, run_dir: Path, resume: bool, overrides: list[str] | None = None
+) -> tuple[DistillConfig, dict[str, Any]]:
+    """The run's config: ``cfg``, or on resume the run directory's own ``config.yaml`` with the allowed
+    ``overrides`` (:mod:`augkd.training.resume`), and the changes they make (``{}`` for none)."""
     if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise InputError(f"cannot resume: {str(run_dir)!r} has no config.yaml (is it a run directory?)")
-        return load_config(run_dir / "config.yaml")
-    return cfg
+        from augkd.training.resume import resume_config
+
+        return resume_config(run_dir, overrides)
+    if overrides:
+        raise ConfigError("resume_overrides apply to a resumed run only: pass them in the config of a new run")
+    return cfg, {}
 
 
 def _prepare_run_dir(cfg: DistillConfig, run_dir: Path, resume: bool, fabric: Any = None) -> None:
@@ -99,13 +123,19 @@ def _prepare_run_dir(cfg: DistillConfig, run_dir: Path, resume: bool, fabric: An
 
 
 def _load_data(cfg: DistillConfig, run_dir: Path, fabric: Any) -> DomainData:
-    """Rank 0 loads (and writes ``split.json``) first; the other ranks then read the same split."""
+    """Rank 0 loads (and writes ``split.json``) first; the other ranks then read the same split.
+
+    A list file's labels must lie in the teacher's classes (a bad label is reported with its line).
+    """
+    from augkd.checkpoint import peek_num_classes
+
+    nc = peek_num_classes(cfg.teacher.checkpoint)
     if fabric.world_size == 1:
-        return load_domain(cfg.data, run_dir)
-    data = load_domain(cfg.data, run_dir) if fabric.is_global_zero else None
+        return load_domain(cfg.data, run_dir, nc)
+    data = load_domain(cfg.data, run_dir, nc) if fabric.is_global_zero else None
     fabric.barrier()
     if data is None:  # the split is a pure function of the data config; split.json is read when visible
-        data = load_domain(cfg.data, run_dir if (run_dir / "split.json").is_file() else None)
+        data = load_domain(cfg.data, run_dir if (run_dir / "split.json").is_file() else None, nc)
     return data
 
 
@@ -174,7 +204,7 @@ def distill(
     cfg: DistillConfig, run_dir: str | Path = "runs/distill", resume: bool = False, progress: bool = False,
     dist: DistSpec | None = None, fabric: Any = None,
     on_epoch_end: list[Callable[[dict[str, Any]], None]] | None = None,
-    on_step_end: list[Callable[[dict[str, Any]], None]] | None = None,
+    on_step_end: list[Callable[[dict[str, Any]], None]] | None = None, resume_overrides: list[str] | None = None,
 ) -> DistillResult:  # fmt: skip
     """Run ``cfg.method`` end to end; writes the run directory and returns the test metrics.
 
@@ -187,12 +217,18 @@ def distill(
         fabric: An already launched ``lightning_fabric.Fabric`` to reuse (``compare`` runs many).
         on_epoch_end: Callbacks with each epoch's metric row (every rank).
         on_step_end: Callbacks with each step's rank-averaged losses (every rank must pass the same ones).
+        resume_overrides: On ``resume``, ``["key=value", ...]`` changes to learning rates, epoch counts or
+            precision (``augkd.training.resume.RESUME_KEYS``); recorded in the run directory.
     """
     run_dir = Path(run_dir)
-    cfg = _resolve_config(cfg, run_dir, resume)
+    cfg, changes = _resolve_config(cfg, run_dir, resume, resume_overrides)
     if fabric is None:
         fabric = make_fabric(cfg.train, dist)
     _prepare_run_dir(cfg, run_dir, resume, fabric)
+    if changes and fabric.is_global_zero:
+        from augkd.training.resume import record_resume_overrides
+
+        record_resume_overrides(run_dir, cfg, changes)
     apply_process_settings(cfg.train, fabric.device)
     main, fprec = fabric.is_global_zero, fabric_precision_name(fabric)
     ctx = build_context(cfg, run_dir, fabric, on_epoch_end, on_step_end)
@@ -223,6 +259,10 @@ def distill(
         _write_pictures(cfg, run_dir, out["metrics"], stages)
         summary = {**result.to_dict(), "augkd_version": augkd_version(), "git_sha": git_sha(),
                    "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
+        if resume:
+            from augkd.training.resume import read_resume_overrides
+
+            summary["resume_overrides"] = read_resume_overrides(run_dir)
         atomic_write_json(run_dir / "summary.json", summary)
     fabric.barrier()  # the run directory is complete before any rank returns
     return result
