@@ -382,11 +382,13 @@ def latency_markdown(result: dict[str, Any]) -> str:
     """The latency table as Markdown, with the environment and notes."""
     env, s = result.get("environment", {}), result.get("settings", {})
     m = result.get("model", {})
+    load = env.get("load_average_1m")
+    load = f"{load:.2f}" if isinstance(load, float) else load
     lines = [
         f"# Latency: {m.get('arch')} {m.get('model_kwargs') or ''} at {m.get('input_size')}×{m.get('input_size')}",
         "",
         f"- {result.get('created')}; CPU {env.get('cpu')} ({env.get('physical_cores')} physical cores), GPU "
-        f"{env.get('gpu') or 'none'}; load average (1 min) at start {env.get('load_average_1m')}",
+        f"{env.get('gpu') or 'none'}; load average (1 min) at start {load}",
         f"- torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
         f"TensorRT {env.get('tensorrt') or 'not installed'}; "
         f"augkd {env.get('augkd_version')} (git {env.get('git_sha')})",
