@@ -176,11 +176,36 @@ class RunContext:
         bad = not bool(torch.isfinite(loss.detach()).all())
         if any_rank(bad, self.world_size, self.device):
             value = float(loss.detach()) if bad else "non-finite on another rank"
-            raise TrainingError(
-                f"loss became {value} in {where}; the last good checkpoint is kept in "
-                f"{self.run_dir / 'checkpoints' / 'state.pt'}: lower the learning rate or use fp32 "
-                "(--set train.precision=fp32) and resume with --resume"
-            )
+            raise TrainingError(f"loss became {value} in {where}; {self._nan_advice(where)}")
+
+    def _nan_advice(self, where: str) -> str:
+        """What to do after a NaN/inf loss, true to this run: is there a checkpoint, is it already fp32?"""
+        key = _lr_key(where)
+        lr = getattr(getattr(self.cfg, key.split(".")[0]), key.split(".")[1])
+        lower = f"--set {key}={lr / 10:g}"  # a tenth of the current learning rate, as an example
+        ckpt = self.run_dir / "checkpoints" / "state.pt"
+        if not ckpt.is_file():
+            fix = f"a lower learning rate ({lower}; now {lr:g})"
+            if self.precision != "fp32":
+                fix = f"fp32 (--set train.precision=fp32) or {fix}"
+            return ("no epoch completed, so there is no checkpoint to resume from: start again (the same --out is "
+                    f"fine) with {fix}")  # fmt: skip
+        resume = f"augkd distill --resume {self.run_dir}"
+        if self.precision != "fp32":
+            return (f"the last good checkpoint is kept in {ckpt}: resume it in fp32 with `{resume} --set "
+                    f"train.precision=fp32`, or with a lower learning rate ({lower}; now {lr:g})")  # fmt: skip
+        return (f"the last good checkpoint is kept in {ckpt}: resume it with a lower learning rate (now {lr:g}): "
+                f"`{resume} {lower}`")  # fmt: skip
+
+
+def _lr_key(where: str) -> str:
+    """The config key of the learning rate of the step named ``where`` ("module1 generator step", "kd", ...)."""
+    words = [*where.split(), ""]
+    if words[0] == "module1":
+        return {"generator": "module1.g_lr", "encoder": "module1.e_lr"}.get(words[1], "module1.s_lr")
+    if words[0] in ("module2", "module3"):
+        return f"{words[0]}.lr"
+    return "kd.lr"  # scratch, kd, finetune
 
 
 class Stage:
@@ -246,12 +271,36 @@ class Stage:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the stage's progress; the learning rates and epoch count stay those of the current config.
+
+        On a plain resume they are the same as in the checkpoint. After ``--resume --set module3.lr=...``
+        (or ``...epochs=...``) the optimiser state keeps its moments and the schedule its position, with
+        the learning rate rescaled to the new base and the cosine length set to the new epoch count.
+        """
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.best_state = state["best_state"]
+        base = {k: [g.get("initial_lr", g["lr"]) for g in o.param_groups] for k, o in self.optimizers.items()}
+        t_max = {k: getattr(s, "T_max", None) for k, s in self.schedulers.items()}
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
+            if t_max[k] is not None:
+                s.T_max = t_max[k]
+        for k, o in self.optimizers.items():
+            sch = self.schedulers.get(k)
+            for i, group in enumerate(o.param_groups):
+                old, new = group.get("initial_lr", group["lr"]), base[k][i]
+                if old == new or not old:
+                    continue
+                ratio = new / old
+                group["lr"] = group["lr"] * ratio
+                if "initial_lr" in group:
+                    group["initial_lr"] = new
+                if sch is not None:
+                    sch.base_lrs[i] = sch.base_lrs[i] * ratio
+                    if getattr(sch, "_last_lr", None):
+                        sch._last_lr[i] = sch._last_lr[i] * ratio
 
 
 _FUSED_ADAM_DEVICES = ("cpu", "cuda")
