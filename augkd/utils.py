@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -28,11 +29,21 @@ __all__ = [
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
     """Write ``path`` atomically: ``writer(tmp_path)`` writes a temp file in the same folder, then rename.
 
-    A crash or SIGKILL in the middle leaves either the old file or the new one, never a torn file.
+    A crash or SIGKILL in the middle leaves either the old file or the new one, never a torn file. A failed
+    write (no space left, read-only, permission, a file where a folder should be; torch.save's errno-less
+    "unexpected pos") removes the temp file and raises :class:`augkd.errors.StorageError` naming ``path``.
     """
+    from augkd.errors import storage_error
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        err = storage_error(exc, path, "write")
+        if err is None:
+            raise
+        raise err from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -40,8 +51,12 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], None]) -
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+    except BaseException as exc:
+        err = storage_error(exc, path, "write") if isinstance(exc, Exception) else None  # free space: temp still there
+        with contextlib.suppress(OSError):
+            tmp_path.unlink(missing_ok=True)
+        if err is not None:
+            raise err from exc
         raise
     return path
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from augkd.errors import AugKDError
+from augkd.errors import AugKDError, StorageError
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from augkd.export.report import ExportReport
 
 
@@ -24,3 +26,15 @@ class ExportCheckError(ExportError):
     def __init__(self, message: str, report: ExportReport) -> None:
         super().__init__(message)
         self.report = report
+
+
+class ResultNotSavedError(StorageError):
+    """Results were measured but their files could not be written (no space, read-only, ...).
+
+    ``result`` holds them (the JSON-ready dict the files would have held) so that the caller can print them
+    before reporting the error.
+    """
+
+    def __init__(self, error: StorageError, result: dict[str, Any]) -> None:
+        super().__init__(f"{error}; the results are printed on stdout only", error.path, error.errno)
+        self.result = result

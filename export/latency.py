@@ -325,7 +325,13 @@ def bench_latency(
         "notes": notes,
     }  # fmt: skip
     if write:
-        result["files"] = {k: str(v) for k, v in write_latency_files(result, out).items()}
+        from augkd.errors import StorageError
+        from augkd.export.errors import ResultNotSavedError
+
+        try:
+            result["files"] = {k: str(v) for k, v in write_latency_files(result, out).items()}
+        except StorageError as exc:  # the timings are not lost: the caller prints them, then the error
+            raise ResultNotSavedError(exc, result) from exc
     return result
 
 

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from augkd.errors import InputError
+from augkd.errors import InputError, StorageError
 from augkd.export.artifacts import ARTIFACT_FILES, FINGERPRINT_KEY
-from augkd.export.errors import ExportCheckError
+from augkd.export.errors import ExportCheckError, ResultNotSavedError
 from augkd.export.report import ArtifactReport, ExportReport, LatencyRow
 
 if TYPE_CHECKING:
@@ -123,6 +123,8 @@ def export_model(
 
     Raises:
         ExportCheckError: a parity or accuracy check failed (artifacts and report are written first).
+        ResultNotSavedError: the report could not be written (its ``result`` holds it); other write failures
+            raise :class:`~augkd.errors.StorageError` naming the file.
     """
     from augkd.export.data import evaluation_data
     from augkd.export.parity import accuracy
@@ -183,7 +185,10 @@ def export_model(
         failures=[c.message for a in artifacts for c in a.checks if not c.passed],
         notes=ctx.notes,
     )  # fmt: skip
-    report.write(out)
+    try:
+        report.write(out)
+    except StorageError as exc:  # the artifacts' figures are not lost: the caller prints them, then the error
+        raise ResultNotSavedError(exc, report.to_json_dict()) from exc
     if report.failures:
         more = f" (+{len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
         raise ExportCheckError(

@@ -146,7 +146,7 @@ def _escape(text: str) -> str:
 
 
 def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator for commands: an AugKDError becomes one line on stderr and exit code 1.
+    """Decorator for commands: an AugKDError, or an OSError with an errno, becomes one line on stderr and exit 1.
 
     ``AUGKD_DEBUG=1`` re-raises it with the traceback. Any other exception is a bug and keeps its
     traceback. Ctrl-C exits 130 with a note that completed checkpoints are kept.
@@ -156,7 +156,7 @@ def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import typer
 
-        from augkd.errors import AugKDError
+        from augkd.errors import AugKDError, storage_error
 
         try:
             return fn(*args, **kwargs)
@@ -164,6 +164,12 @@ def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if os.environ.get("AUGKD_DEBUG", "") not in ("", "0"):
                 raise
             print_user_error(exc)
+            raise typer.Exit(1) from None
+        except OSError as exc:  # a filesystem error outside atomic_write (mkdir of --out, ...): one line too
+            err = storage_error(exc)
+            if err is None or os.environ.get("AUGKD_DEBUG", "") not in ("", "0"):
+                raise
+            print_user_error(err)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             print_user_error(

@@ -72,9 +72,18 @@ def latency_cmd(
     """Latency (p50/p90/p99 ms) and throughput of torch, torch.compile, ONNX Runtime fp32/int8 and TensorRT."""
     setup_logging(verbose, quiet)
     from augkd.export import bench_latency
+    from augkd.export.errors import ResultNotSavedError
 
-    result = bench_latency(source, backends, batch, out, data=data, export_dir=export_dir, threads=threads,
-                           warmup=warmup, iters=iters, duration=duration, device=device)  # fmt: skip
+    try:
+        result = bench_latency(source, backends, batch, out, data=data, export_dir=export_dir, threads=threads,
+                               warmup=warmup, iters=iters, duration=duration, device=device)  # fmt: skip
+    except ResultNotSavedError as exc:  # timed, but the files could not be written: print, then the error
+        _show(exc.result, json_out)
+        raise
+    _show(result, json_out)
+
+
+def _show(result: dict, json_out: bool) -> None:
     if json_out:
         print_json(result)
         return
@@ -83,4 +92,5 @@ def latency_cmd(
                 f"{result['settings']['threads']} threads", columns=_COLUMNS)  # fmt: skip
     for note in result["notes"]:
         typer.echo(note)
-    typer.echo(f"results: {result['files']['md']} (+ .json, .png)")
+    if "files" in result:
+        typer.echo(f"results: {result['files']['md']} (+ .json, .png)")

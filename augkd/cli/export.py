@@ -35,7 +35,7 @@ def _rows(report: dict) -> list[dict]:
     return rows
 
 
-def _show(report: dict, json_out: bool) -> None:
+def _show(report: dict, json_out: bool, saved: bool = True) -> None:
     if json_out:
         print_json(report)
         return
@@ -43,7 +43,8 @@ def _show(report: dict, json_out: bool) -> None:
     title = (f"{report['model']['arch']} → {report['out_dir']} (torch Acc@1 {report['model']['torch_acc1'] * 100:.2f}%"
              + (f", torch p50 b1 {torch_lat[1]:.3f} ms" if 1 in torch_lat else "") + ")")  # fmt: skip
     print_table(_rows(report), title=title)
-    typer.echo(f"report: {Path(report['out_dir']) / 'export_report.md'}")
+    if saved:
+        typer.echo(f"report: {Path(report['out_dir']) / 'export_report.md'}")
 
 
 @cli_errors
@@ -116,6 +117,7 @@ def export_cmd(
     """Export a run's student to ONNX (+ int8 / TensorRT), check parity and accuracy on its test split, report."""
     setup_logging(verbose, quiet)
     from augkd.export import ExportCheckError, export_model
+    from augkd.export.errors import ResultNotSavedError
 
     try:
         report = export_model(
@@ -127,5 +129,8 @@ def export_cmd(
         )  # fmt: skip
     except ExportCheckError as exc:
         _show(exc.report.to_json_dict(), json_out)  # the table on stdout helps; then the one-line error
+        raise
+    except ResultNotSavedError as exc:
+        _show(exc.result, json_out, saved=False)  # the figures on stdout, then the one-line error
         raise
     _show(report.to_json_dict(), json_out)

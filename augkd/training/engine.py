@@ -372,8 +372,14 @@ class MetricsLog:
         self.rows: list[dict[str, Any]] = rows or []
         self.write = write  # False on ranks other than 0: rows are kept, nothing is written
 
-    def append(self, row: dict[str, Any]) -> None:
+    def append(self, row: dict[str, Any], flush: bool = True) -> None:
+        """Add ``row``; with ``flush=False`` the file is rewritten by the next :meth:`flush` (after the checkpoint)."""
         self.rows.append(row)
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        """Rewrite ``metrics.csv`` from the rows (a no-op on ranks other than 0)."""
         if not self.write:
             return
         keys: list[str] = []
@@ -516,11 +522,12 @@ def run_stages(ctx: RunContext, stages: list[Stage], progress: Any | None = None
             stage.update_best(ctx, score, epoch)
             row = {"stage": stage.name, "epoch": epoch, **train_metrics, **val_metrics,
                    "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}  # fmt: skip
-            log.append(row)
+            log.append(row, flush=False)  # metrics.csv after the checkpoint: it never runs ahead of state.pt
             timings[stage.name] = timings.get(stage.name, 0.0) + (time.perf_counter() - t0)
             for cb in ctx.on_epoch_end:
                 cb(row)
             save(si, epoch + 1, stage)
+            log.flush()
             if task is not None:
                 progress.update(task, advance=1)
             elif ctx.is_main:  # no bars (stderr not a terminal, or a library call): one plain line per epoch
