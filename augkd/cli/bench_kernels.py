@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -35,21 +34,29 @@ def kernels_cmd(
     """Time the fused kernels against the torch reference (median, p20, p80; GB/s) and write a CSV."""
     setup_logging(verbose, quiet)
     import csv
+    import io
 
+    from augkd.errors import StorageError
     from augkd.kernels.bench import run_kernel_bench
+    from augkd.utils import atomic_write_text
 
     rows = run_kernel_bench(_split(ops), _split(providers), _split(modes), device=device, quick=quick)
+    not_saved: StorageError | None = None
     if out is not None:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
-            writer.writeheader()
-            writer.writerows(rows)
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
+        writer.writeheader()
+        writer.writerows(rows)
+        try:
+            atomic_write_text(out, buf.getvalue())
+        except StorageError as exc:  # print the timings first, then the one-line error
+            not_saved = exc
     if json_out:
         print_json(rows)
-        return
-    cols = ["op", "provider", "mode", "metric", "unit", "x_name", "x_value", "p50", "p20", "p80"]
-    print_table([r for r in rows if r.get("metric") == "time"], title="kernel microbenchmarks", columns=cols)
-    if out is not None:
+    else:
+        cols = ["op", "provider", "mode", "metric", "unit", "x_name", "x_value", "p50", "p20", "p80"]
+        print_table([r for r in rows if r.get("metric") == "time"], title="kernel microbenchmarks", columns=cols)
+    if not_saved is not None:
+        raise StorageError(f"{not_saved}; the results are printed on stdout only", not_saved.path, not_saved.errno)
+    if out is not None and not json_out:
         typer.echo(f"results: {out}")

@@ -276,3 +276,13 @@ def test_out_is_an_existing_file(command, finished_run, tmp_path):
     res = _run(*args, "--out", target)
     assert_one_line_error(res, str(target), "not a directory")
     assert snapshot(tmp_path) == {"notes.txt": hashlib.sha256(b"not a directory\n").hexdigest()}
+
+
+def test_bench_kernels_read_only_out_prints_table_first(tmp_path, monkeypatch):
+    block_writes(monkeypatch, tmp_path, errno.EROFS)
+    res = _run("bench", "kernels", "--quick", "--ops", "kd_loss", "--providers", "torch", "--modes", "forward",
+               "--out", tmp_path / "k.csv", "-q")  # fmt: skip
+    line = assert_one_line_error(res, str(tmp_path / "k.csv"), "read-only file system")
+    assert "│ kd_loss" in res.stdout
+    assert res.output.index("│ kd_loss") < res.output.index(line)
+    assert snapshot(tmp_path) == {}
