@@ -86,6 +86,22 @@ class Module1Config(_Base):
     w_balance: float = 20.0  # class balance: w * sum p_bar log10 p_bar
     w_bn: float = 1.0  # BN-statistics matching
     kld_weight: float = 0.00025  # encoder VAE KL weight
+    # --- synthesis options (docs/decisions.md, "Module 1"); the defaults are the official Module 1 ---
+    # BN-statistics term: "concat" = one L2 norm over all layers' channels concatenated (official);
+    # "layer_mean" = the mean over layers of each layer's ‖Δμ‖₂ + ‖Δσ²‖₂ (DeepInversion/Fast-DFKD scale:
+    # it does not grow with the teacher's depth or width)
+    bn_form: Literal["concat", "layer_mean"] = "concat"
+    # mask the adversarial term to the images where the teacher's and student's top-1 agree (Fast-DFKD):
+    # the generator is not pushed towards images the teacher itself cannot classify
+    adv_mask: bool = False
+    jitter: int = Field(0, ge=0)  # random shift of up to ±jitter px of G's images before the teacher (DeepInversion)
+    # memory bank: keep the last bank_size generated images (uint8) and train the student on batches drawn
+    # from all of them (Fast-DFKD / CMI); 0 = the official fresh batch of G for every student step
+    bank_size: int = Field(0, ge=0)
+    kd_tau: float = Field(1.0, gt=0)  # temperature of the student's KL to the teacher in Module 1
+    # the epoch Module 1 keeps: "eval_acc1" = the student's Acc@1 on the eval split (labels); "fidelity" =
+    # its top-1 agreement with the teacher on the eval images (no labels needed)
+    select: Literal["eval_acc1", "fidelity"] = "eval_acc1"
     # Reuse the Module 1 result (student, generator, encoder) of another run directory with the same
     # teacher/student/data/generator/module1 settings and seed, instead of training it again. `augkd
     # compare` uses this so that every method built on Module 1 starts from the same one.

@@ -127,13 +127,25 @@ class BNStatsHook:
         self._means.append(mean)
         self._vars.append(var)
 
-    def loss(self) -> torch.Tensor:
-        """The BN-matching loss of the last forward pass (and clear the record)."""
+    def loss(self, form: str = "concat") -> torch.Tensor:
+        """The BN-matching loss of the last forward pass (and clear the record).
+
+        ``concat`` (official): ‖Δμ‖₂ + ‖Δσ²‖₂ over all layers' channels concatenated. ``layer_mean``: the mean
+        over layers of each layer's ‖Δμ_l‖₂ + ‖Δσ²_l‖₂ (DeepInversion's per-layer sum, divided by the number of
+        layers so its scale does not grow with the teacher's depth).
+        """
         assert self.run_mean is not None and self.run_var is not None and self._means, "no BN statistics recorded"
         mean, var = torch.cat(self._means), torch.cat(self._vars)
         self._means, self._vars = [], []
         rm, rv = self.run_mean.to(mean.device), self.run_var.to(var.device)
-        return torch.linalg.vector_norm(mean - rm) + torch.linalg.vector_norm(var - rv)
+        if form == "concat":
+            return torch.linalg.vector_norm(mean - rm) + torch.linalg.vector_norm(var - rv)
+        if form != "layer_mean":
+            raise ValueError(f"unknown BN loss form {form!r}")
+        sizes = [m.num_features for m in self.layers]
+        dm, dv = (mean - rm).split(sizes), (var - rv).split(sizes)
+        per_layer = [torch.linalg.vector_norm(a) + torch.linalg.vector_norm(b) for a, b in zip(dm, dv, strict=True)]
+        return torch.stack(per_layer).mean()
 
     def clear(self) -> None:
         self._means, self._vars = [], []
@@ -147,8 +159,21 @@ def generator_loss(
     t_logits: torch.Tensor, s_logits: torch.Tensor, bn_loss: torch.Tensor | None, cfg: Module1Config,
     backend: str | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """L_G = −w_adv·KL(T‖S) + w_ce·CE(T, argmax T) + w_balance·Σ p̄ log₁₀ p̄ + w_bn·BN (Module 1)."""
-    kl = kd_loss(s_logits.float(), t_logits.float(), None, u=0.0, tau=1.0, backend=backend)
+    """L_G = −w_adv·KL(T‖S) + w_ce·CE(T, argmax T) + w_balance·Σ p̄ log₁₀ p̄ + w_bn·BN (Module 1).
+
+    With ``cfg.adv_mask`` the adversarial KL counts only the images where the teacher's and the student's
+    top-1 agree (Fast-DFKD): (1/B) Σ_i 1[argmax t_i = argmax s_i]·KL_i; ``adv_frac`` is the share of them.
+    """
+    if getattr(cfg, "adv_mask", False):
+        t32, s32 = t_logits.float(), s_logits.float()
+        log_pt = F.log_softmax(t32, dim=1)
+        per = (log_pt.exp() * (log_pt - F.log_softmax(s32, dim=1))).sum(dim=1)
+        agree = (t32.argmax(dim=1) == s32.argmax(dim=1)).to(per.dtype)
+        kl = (per * agree).mean()
+        adv_frac = agree.mean()
+    else:
+        kl = kd_loss(s_logits.float(), t_logits.float(), None, u=0.0, tau=1.0, backend=backend)
+        adv_frac = None
     unc = uncertainty(t_logits.float(), tau=1.0, backend=backend)
     # CE(t, argmax t) = logsumexp(t) − max(t) = −energy − max(t) at τ = 1
     ce = (-unc.energy - t_logits.float().max(dim=1).values).mean()
@@ -156,7 +181,10 @@ def generator_loss(
     balance = (p_bar * torch.log10(p_bar.clamp_min(1e-12))).sum()
     bn = bn_loss if bn_loss is not None else torch.zeros((), device=t_logits.device)
     total = -cfg.w_adv * kl + cfg.w_ce * ce + cfg.w_balance * balance + cfg.w_bn * bn
-    return {"loss": total, "kl": kl.detach(), "ce": ce.detach(), "balance": balance.detach(), "bn": bn.detach()}
+    out = {"loss": total, "kl": kl.detach(), "ce": ce.detach(), "balance": balance.detach(), "bn": bn.detach()}
+    if adv_frac is not None:
+        out["adv_frac"] = adv_frac.detach()
+    return out
 
 
 def encoder_loss(

@@ -259,6 +259,9 @@ def distill(
         _write_pictures(cfg, run_dir, out["metrics"], stages)
         summary = {**result.to_dict(), "augkd_version": augkd_version(), "git_sha": git_sha(),
                    "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
+        health = _module1_health(cfg, run_dir)
+        if health is not None:
+            summary["module1_health"] = health
         if resume:
             from augkd.training.resume import read_resume_overrides
 
@@ -266,6 +269,14 @@ def distill(
         atomic_write_json(run_dir / "summary.json", summary)
     fabric.barrier()  # the run directory is complete before any rank returns
     return result
+
+
+def _module1_health(cfg: DistillConfig, run_dir: Path) -> dict[str, Any] | None:
+    """Module 1's health figures (``checkpoints/module1/health.json`` of this run, or of ``module1.init_from``)."""
+    for d in (run_dir, Path(cfg.module1.init_from) if cfg.module1.init_from else None):
+        if d is not None and (d / "checkpoints" / "module1" / "health.json").is_file():
+            return json.loads((d / "checkpoints" / "module1" / "health.json").read_text())
+    return None
 
 
 MODULE1_KEYS = ("teacher", "student", "data", "generator", "module1")

@@ -63,7 +63,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
         rs = [r for r in rows if r["stage"] == st]
         ep = [r["epoch"] for r in rs]
         keys = [k for k in rs[0] if k not in ("stage", "epoch", "train_s", "eval_s") and isinstance(rs[0][k], float)]
-        acc_keys = [k for k in keys if "acc" in k]
+        acc_keys = [k for k in keys if "acc" in k or k.startswith("fid_")]
         loss_keys = [k for k in keys if k not in acc_keys and k not in ("s", "lr")][:5]
         for k in loss_keys:
             ax.plot(ep, [r.get(k, float("nan")) for r in rs], label=k, lw=1)

@@ -16,12 +16,15 @@ class-balance term and the student/generator BatchNorm layers.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from augkd.kernels import fused_mixup, latent_mix
+from augkd.training.bank import ImageBank
 from augkd.training.engine import RunContext, Stage, adam, frozen_weights, set_trainable
 from augkd.training.losses import BNStatsHook, anchor_loss, encoder_loss, generator_loss, student_kd_loss
 from augkd.training.schedule import cosine_factor, stage_factor, warmup_factor
@@ -35,6 +38,20 @@ def _mean(rows: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     if not rows:
         return {}
     return {k: float(torch.stack([r[k].detach().float() for r in rows]).mean()) for k in rows[0]}
+
+
+def jitter(x: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Shift the whole batch by a random (dy, dx) in [−pixels, pixels]², filling with reflected borders
+    (DeepInversion's jitter before the teacher); ``pixels`` = 0 returns ``x``."""
+    if pixels <= 0:
+        return x
+    h, w = x.shape[-2:]
+    dy, dx = (int(v) for v in torch.randint(0, 2 * pixels + 1, (2,)))
+    pad = F.pad(x, (pixels, pixels, pixels, pixels), mode="reflect")
+    return pad[..., dy : dy + h, dx : dx + w]
+
+
+HEALTH_LATENTS = 256  # fixed latents for the per-epoch health figures of Module 1
 
 
 def _student_eval(ctx: RunContext) -> tuple[float, dict[str, float]]:
@@ -54,6 +71,10 @@ class DataFreeStage(Stage):
     def __init__(self, epochs: int) -> None:
         super().__init__(epochs)
         self.hook: BNStatsHook | None = None
+        self.bank: ImageBank | None = None
+        self._teacher_eval: torch.Tensor | None = None  # the teacher's top-1 on the eval images (fixed)
+        self._real_std = 1.0  # mean per-pixel std of the eval images (the diversity reference)
+        self.health_rows: dict[int, dict[str, Any]] = {}  # epoch → health figures (kept in the resume state)
 
     def setup(self, ctx: RunContext) -> None:
         c = ctx.cfg.module1
@@ -69,23 +90,52 @@ class DataFreeStage(Stage):
         self.schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(self.epochs, 1))
                            for k, o in self.optimizers.items()}  # fmt: skip
         self.hook = BNStatsHook(ctx.teacher.net)
+        self.bank = ImageBank(c.bank_size) if c.bank_size > 0 else None
 
-    def _generator_step(self, ctx: RunContext, bsz: int) -> dict[str, torch.Tensor]:
+    def _generator_step(self, ctx: RunContext, bsz: int) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+        """One generator step; returns its losses and (z, x, teacher top-1) of the batch it generated."""
         c = ctx.cfg.module1
         g, s = ctx.net("generator"), ctx.nets["student"]  # the student is frozen in this step: plain module
         assert self.hook is not None
         z = torch.randn(bsz, ctx.cfg.generator.latent_dim, device=ctx.device)
         with ctx.autocast(), frozen_weights(s):
             x = _cl(g(z), ctx)
+            xt = jitter(x, c.jitter)
             self.hook.enabled = True
-            t = ctx.teacher(x)
+            t = ctx.teacher(xt)
             self.hook.enabled = False
-            s_out = s(ctx.student_norm(x))
-            bn = self.hook.loss() if self.hook.layers else None
+            s_out = s(ctx.student_norm(xt))
+            bn = self.hook.loss(c.bn_form) if self.hook.layers else None
             losses = generator_loss(t, s_out, bn, c, ctx.backend)
         ctx.check_finite(losses, "module1 generator step")
         self.optimize(ctx, "generator", losses["loss"])
-        return {f"g_{k}": v.detach() for k, v in losses.items()}
+        return {f"g_{k}": v.detach() for k, v in losses.items()}, (z, x.detach().float(), t.detach().argmax(dim=1))
+
+    def _bank_steps(self, ctx: RunContext, bsz: int, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """Bank mode: the G step's images join the bank; k student steps on batches drawn from the whole bank
+        (jittered, the teacher scoring each drawn batch); k encoder steps on the G step's own (z, x) pairs."""
+        c = ctx.cfg.module1
+        s, e = ctx.net("student"), ctx.net("encoder")
+        assert self.bank is not None
+        z, x_new, y_new = batch
+        self.bank.add(x_new)
+        out: list[dict[str, torch.Tensor]] = []
+        for _ in range(c.student_steps):
+            x = _cl(jitter(self.bank.sample(bsz), c.jitter), ctx)
+            with torch.no_grad(), ctx.autocast():
+                t = ctx.teacher(x).float()
+            with ctx.autocast():
+                s_out = s(ctx.student_norm(x))
+                ls = student_kd_loss(s_out, t, None, u=0.0, tau=c.kd_tau, backend=ctx.backend)
+            ctx.check_finite({"loss": ls}, "module1 student step")
+            self.optimize(ctx, "student", ls)
+            with ctx.autocast():
+                z_hat, mu, logvar = e(x_new, y_new)
+            le = encoder_loss(z_hat.float(), z, mu.float(), logvar.float(), c.kld_weight)
+            ctx.check_finite({"loss": le}, "module1 encoder step")
+            self.optimize(ctx, "encoder", le)
+            out.append({"s_kl": ls.detach(), "e_loss": le.detach()})
+        return {k2: torch.stack([o[k2] for o in out]).mean() for k2 in out[0]}
 
     def _student_steps(self, ctx: RunContext, bsz: int) -> dict[str, torch.Tensor]:
         c = ctx.cfg.module1
@@ -104,7 +154,7 @@ class DataFreeStage(Stage):
             x, t, z = x_all[sl], t_all[sl], z_all[sl]
             with ctx.autocast():
                 s_out = s(ctx.student_norm(x))
-                ls = student_kd_loss(s_out, t, None, u=0.0, tau=1.0, backend=ctx.backend)
+                ls = student_kd_loss(s_out, t, None, u=0.0, tau=c.kd_tau, backend=ctx.backend)
             ctx.check_finite({"loss": ls}, "module1 student step")
             self.optimize(ctx, "student", ls)
             with ctx.autocast():
@@ -119,21 +169,106 @@ class DataFreeStage(Stage):
         bsz = ctx.cfg.module1.batch_size
         rows = []
         for it in range(ctx.cfg.module1.iters_per_epoch):
-            row = self._generator_step(ctx, bsz)
-            row.update(self._student_steps(ctx, bsz))
+            row, batch = self._generator_step(ctx, bsz)
+            row.update(self._bank_steps(ctx, bsz, batch) if self.bank is not None else self._student_steps(ctx, bsz))
             rows.append(row)
             ctx.step_end(self.name, epoch, it, row)
         for sch in self.schedulers.values():
             sch.step()
-        return ctx.reduce_mean(_mean(rows))
+        out = ctx.reduce_mean(_mean(rows))
+        if self.bank is not None:
+            out["bank_images"] = float(len(self.bank))
+        return out
 
-    def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, float]]:
-        return _student_eval(ctx)
+    def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, Any]]:
+        score, metrics = _student_eval(ctx)
+        health = self.health(ctx)
+        metrics.update(health)
+        self.health_rows[epoch] = {**health, "eval_acc1": metrics["eval_acc1"]}
+        if ctx.cfg.module1.select == "fidelity":  # no labels: agreement with the teacher on the eval images
+            score = health["fid_eval"] + 1e-3 * health["fid_gen"]
+        return score, metrics
+
+    @torch.no_grad()
+    def health(self, ctx: RunContext) -> dict[str, Any]:
+        """Module 1's health figures (no labels used): the student's top-1 agreement with the teacher on the
+        real eval images (``fid_eval``) and on G's images from fixed latents (``fid_gen``); the teacher's class
+        histogram over those images (``gen_hist``, its largest share ``gen_class_max`` and normalised entropy
+        ``gen_class_entropy``: 1 = every class equally often); and their diversity, the mean per-pixel std
+        over the batch relative to the real eval images' (``gen_std_ratio``)."""
+        from augkd.evaluate import predict_logits
+
+        s, g = ctx.nets["student"], ctx.nets["generator"]
+        ev = ctx.data.eval
+        if self._teacher_eval is None:
+            self._teacher_eval = predict_logits(ctx.teacher, ev, ctx.cfg.train.eval_batch_size, ctx.device).argmax(1)
+            self._real_std = float(ev.as_float().std(dim=0).mean()) if len(ev) > 1 else 1.0
+        s_eval = predict_logits(s, ev, ctx.cfg.train.eval_batch_size, ctx.device, ctx.student_norm).argmax(1)
+        gen = torch.Generator(device="cpu").manual_seed(ctx.cfg.train.seed + 7)
+        z = torch.randn(HEALTH_LATENTS, ctx.cfg.generator.latent_dim, generator=gen).to(ctx.device)
+        was = (s.training, g.training)
+        s.eval(), g.eval()
+        try:
+            with ctx.autocast():
+                x = g(z).float()
+                t_gen = ctx.teacher(x).float().argmax(1)
+                s_gen = s(ctx.student_norm(x)).float().argmax(1)
+        finally:
+            s.train(was[0]), g.train(was[1])
+        n_cls = ctx.data.num_classes
+        hist = torch.bincount(t_gen.cpu(), minlength=n_cls)
+        p = hist.float() / hist.sum()
+        ent = float(-(p[p > 0] * p[p > 0].log()).sum() / math.log(n_cls)) if n_cls > 1 else 1.0
+        return {
+            "fid_eval": float((s_eval.cpu() == self._teacher_eval.cpu()).float().mean()) if len(ev) else 0.0,
+            "fid_gen": float((s_gen == t_gen).float().mean()),
+            "gen_class_max": float(p.max()),
+            "gen_class_entropy": ent,
+            "gen_std_ratio": float(x.std(dim=0).mean()) / max(self._real_std, 1e-8),
+            "gen_hist": " ".join(str(int(v)) for v in hist.tolist()),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["health_rows"] = self.health_rows
+        if self.bank is not None:
+            state["bank"] = self.bank.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.health_rows = {int(k): v for k, v in state.get("health_rows", {}).items()}
+        if self.bank is not None and "bank" in state:
+            self.bank.load_state_dict(state["bank"], device="cpu")
+
+    def health_report(self) -> dict[str, Any]:
+        """The health figures of the kept epoch and of the last one (``health.json``, ``summary.json``)."""
+
+        def row(epoch: int) -> dict[str, Any]:
+            r = dict(self.health_rows.get(epoch, {}))
+            if "gen_hist" in r:
+                r["gen_hist"] = [int(v) for v in str(r["gen_hist"]).split()]
+            return r
+
+        last = max(self.health_rows) if self.health_rows else -1
+        report: dict[str, Any] = {"select": None, "selected_epoch": self.best_epoch, **row(self.best_epoch)}
+        report["last_epoch"] = {"epoch": last, **row(last)}
+        if self.bank is not None:
+            report["bank_images"], report["images_synthesised"] = len(self.bank), self.bank.added
+        return report
 
     def finish(self, ctx: RunContext) -> None:
         super().finish(ctx)
         if self.hook is not None:
             self.hook.remove()
+        if ctx.is_main:
+            from augkd.utils import atomic_write_json
+
+            c = ctx.cfg.module1
+            report = {**self.health_report(), "select": c.select}
+            if self.bank is None:
+                report["images_synthesised"] = self.epochs * c.iters_per_epoch * c.batch_size * (1 + c.student_steps)
+            atomic_write_json(ctx.run_dir / "checkpoints" / self.name / "health.json", report)
 
     def images(self, ctx: RunContext, out_dir: Path) -> None:
         from augkd.training.plots import save_grid

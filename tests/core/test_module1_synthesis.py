@@ -1,0 +1,140 @@
+"""Module 1's synthesis options: the loss terms against hand-computed values, the image bank, jitter,
+the health figures, and an exact kill-and-resume with the bank."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from augkd.config import Module1Config, load_config
+from augkd.training import distill
+from augkd.training.bank import ImageBank
+from augkd.training.losses import BNStatsHook, generator_loss
+from augkd.training.stages import jitter
+
+SMOKE = "configs/smoke.yaml"
+BANK = ["method=dfkd", "train.save_images=false", "module1.epochs=3", "module1.bank_size=100",
+        "module1.adv_mask=true", "module1.jitter=2", "module1.bn_form=layer_mean", "module1.kd_tau=4"]  # fmt: skip
+
+
+def test_bn_loss_layer_mean_by_hand():
+    """BN(2) → 1×1 conv summing the channels → BN(1), known running statistics, a batch of constant
+    channels (batch variance 0): both BN-loss forms against hand-computed norms."""
+    net = nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 1, 1, bias=False), nn.BatchNorm2d(1)).eval()
+    net[0].running_mean.copy_(torch.tensor([1.0, 0.0]))
+    net[0].running_var.copy_(torch.tensor([1.0, 1.0]))
+    net[1].weight.data.fill_(1.0)
+    net[2].running_mean.fill_(0.5)
+    net[2].running_var.fill_(2.0)
+    x = torch.zeros(4, 2, 3, 3)
+    x[:, 0] = 3.0  # BN0 input: mean (3, 0), var (0, 0)
+    hook = BNStatsHook(net)
+    hook.enabled = True
+    net(x)
+    l0 = 2.0 + math.sqrt(2.0)  # ‖(2, 0)‖ + ‖(−1, −1)‖
+    mu1 = 2.0 / math.sqrt(1.0 + 1e-5)  # BN0's output summed by the conv: (3 − 1)/√(1 + eps) + 0
+    l1 = abs(mu1 - 0.5) + 2.0  # one channel: |Δμ| + |0 − 2|
+    assert hook.loss("layer_mean").item() == pytest.approx((l0 + l1) / 2, rel=1e-5)
+    net(x)
+    concat = math.sqrt(2.0**2 + (mu1 - 0.5) ** 2) + math.sqrt(1.0 + 1.0 + 4.0)
+    assert hook.loss("concat").item() == pytest.approx(concat, rel=1e-5)
+    net(x)
+    with pytest.raises(ValueError, match="unknown BN loss form"):
+        hook.loss("sum")
+
+
+def test_generator_loss_masks_the_adversarial_term_by_hand():
+    t = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    s = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])  # agrees on sample 0 only
+    cfg = Module1Config(adv_mask=True, w_ce=0.0, w_balance=0.0, w_bn=0.0)
+    out = generator_loss(t, s, None, cfg)
+    pt, ps = F.softmax(t[0], 0), F.softmax(s[0], 0)
+    kl0 = float((pt * (pt.log() - ps.log())).sum())
+    assert out["kl"].item() == pytest.approx(kl0 / 2, rel=1e-6)  # (1/B) Σ agree·KL, B = 2
+    assert out["adv_frac"].item() == pytest.approx(0.5)
+    assert out["loss"].item() == pytest.approx(-kl0 / 2, rel=1e-6)
+    plain = generator_loss(t, s, None, Module1Config(w_ce=0.0, w_balance=0.0, w_bn=0.0))
+    both = sum(float((F.softmax(t[i], 0) * (F.log_softmax(t[i], 0) - F.log_softmax(s[i], 0))).sum()) for i in (0, 1))
+    assert plain["kl"].item() == pytest.approx(both / 2, rel=1e-5) and "adv_frac" not in plain
+
+
+def test_jitter_shifts_with_reflected_borders():
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    assert jitter(x, 0) is x
+    torch.manual_seed(0)
+    dy, dx = (int(v) for v in torch.randint(0, 5, (2,)))
+    torch.manual_seed(0)
+    y = jitter(x, 2)
+    ref = F.pad(x, (2, 2, 2, 2), mode="reflect")[..., dy : dy + 6, dx : dx + 6]
+    assert y.shape == x.shape and torch.equal(y, ref)
+
+
+def test_image_bank_ring_sample_and_state():
+    bank = ImageBank(5)
+    bank.add(torch.full((3, 1, 2, 2), 0.2))
+    assert len(bank) == 3 and bank.added == 3
+    bank.add(torch.full((4, 1, 2, 2), 1.0))  # 7 images into 5 slots: the two oldest are overwritten
+    assert len(bank) == 5 and bank.added == 7 and bank.next == 2
+    vals = sorted(float(v) for v in bank.images[:, 0, 0, 0])
+    assert vals == [51.0, 255.0, 255.0, 255.0, 255.0]  # 0.2·255 = 51 kept once
+    x = bank.sample(64, torch.Generator().manual_seed(0))
+    assert x.shape == (64, 1, 2, 2) and x.dtype == torch.float32 and set((x * 255).round().unique().tolist()) == {51.0, 255.0}
+    other = ImageBank(5)
+    other.load_state_dict(bank.state_dict())
+    assert torch.equal(other.images, bank.images) and (other.count, other.next, other.added) == (5, 2, 7)
+    with pytest.raises(ValueError, match="bank_size is 4"):
+        ImageBank(4).load_state_dict(bank.state_dict())
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return [{k: v for k, v in r.items() if k not in ("train_s", "eval_s")} for r in csv.DictReader(fh)]
+
+
+def test_bank_run_health_figures_and_exact_resume(tmp_path):
+    full = distill(load_config(SMOKE, BANK), tmp_path / "full")
+    rows = _rows(tmp_path / "full" / "metrics.csv")
+    assert [float(r["bank_images"]) for r in rows] == [96.0, 100.0, 100.0]  # 3 iterations × 32 per epoch, cap 100
+    for r in rows:
+        hist = [int(v) for v in r["gen_hist"].split()]
+        assert len(hist) == 10 and sum(hist) == 256
+        assert float(r["gen_class_max"]) == pytest.approx(max(hist) / 256, abs=1e-5)
+        assert 0.0 <= float(r["fid_eval"]) <= 1.0 and 0.0 < float(r["gen_class_entropy"]) <= 1.0
+        assert float(r["gen_std_ratio"]) > 0
+    # select=fidelity is not in BANK: the default eval_acc1 selection; the summary carries the health figures
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    health = summary["module1_health"]
+    kept = health["selected_epoch"]
+    assert health["select"] == "eval_acc1" and float(rows[kept]["eval_acc1"]) == max(float(r["eval_acc1"]) for r in rows)
+    assert health["gen_hist"] == [int(v) for v in rows[kept]["gen_hist"].split()]
+    assert health["last_epoch"]["gen_hist"] == [int(v) for v in rows[-1]["gen_hist"].split()]
+    assert health["images_synthesised"] == 3 * 3 * 32 and health["bank_images"] == 100
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_second_epoch(row):
+        if row["stage"] == "module1" and row["epoch"] == 1:
+            raise Stop  # before epoch 1's checkpoint: state.pt holds epoch 0 and a bank of 96 images
+
+    with pytest.raises(Stop):
+        distill(load_config(SMOKE, BANK), tmp_path / "killed", on_epoch_end=[stop_after_second_epoch])
+    resumed = distill(load_config(SMOKE, BANK), tmp_path / "killed", resume=True)
+    assert _rows(tmp_path / "killed" / "metrics.csv") == rows
+    assert resumed.test == full.test
+
+
+def test_fidelity_selection_keeps_the_epoch_of_best_agreement(tmp_path):
+    res = distill(load_config(SMOKE, [*BANK, "module1.select=fidelity"]), tmp_path / "fid")
+    rows = _rows(tmp_path / "fid" / "metrics.csv")
+    scores = [float(r["fid_eval"]) + 1e-3 * float(r["fid_gen"]) for r in rows]
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    summary = json.loads((tmp_path / "fid" / "summary.json").read_text())
+    assert summary["module1_health"]["selected_epoch"] == best
+    assert res.test["n"] == 179
