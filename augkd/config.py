@@ -119,7 +119,7 @@ class Module2Config(_Base):
     w_ce: float = 0.1
     tau: float = Field(1.0, gt=0)  # energy temperature
     # z = E(x, y) in the training batches: "mean" = mu; "sample" = a fresh draw z ~ q(z|x, y) per batch
-    # (decisions.md B13: the encoder samples only while training). Validation and pictures use mu.
+    # (docs/decisions.md B13: the encoder samples only while training). Validation and pictures use mu.
     encoder_z: Literal["mean", "sample"] = "mean"
 
 

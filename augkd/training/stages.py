@@ -4,7 +4,7 @@ Tang et al., "AuG-KD: Anchor-Based Mixup Generation for Out-of-Domain Knowledge 
 Module 1 (data-free learning) trains G, E and S from the teacher alone; Module 2 (anchor learning)
 trains the AnchorNet in G's latent space; Module 3 (mixup learning) trains S on mixtures of anchor
 images and real student-domain images, distilled from the teacher. Where the official code departs
-from the paper, augkd follows decisions.md (teacher KD in Module 3, per-sample mask penalty, ...).
+from the paper, augkd follows docs/decisions.md (teacher KD in Module 3, per-sample mask penalty, ...).
 
 Data-parallel runs (:mod:`augkd.training.dist`): a network whose weights a step trains is called through
 ``ctx.net(name)`` (Fabric/DDP-wrapped), every frozen or no-grad use through the plain ``ctx.nets[name]``;
@@ -525,7 +525,7 @@ class SupervisedStage(Stage):
 
 
 def build_stages(ctx_cfg: DistillConfig) -> list[Stage]:  # noqa: F821
-    """The stage list of each method (decisions.md): one engine, methods are configs."""
+    """The stage list of each method (docs/decisions.md): one engine, methods are configs."""
     c = ctx_cfg
     m1 = DataFreeStage(c.module1.epochs)
     method = c.method
