@@ -1,0 +1,131 @@
+"""Data-free students: Module 1 variants × settings × seeds, test Acc@1, teacher agreement and cost.
+
+Each variant is a set of ``module1.*`` overrides of the same engine (``augkd distill -m dfkd``); each setting
+a preset. Runs are resumable: a run whose ``summary.json`` exists is read back. Writes
+``benchmarks/results/datafree-<tag>.{csv,json,png}`` with the machine, versions and load average.
+
+    .venv/bin/python benchmarks/bench_datafree.py --presets mnist-datafree --variants official,bank --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+# The variants: overrides on top of each preset (docs/decisions.md, "Module 1").
+VARIANTS: dict[str, list[str]] = {
+    "official": ["module1.bank_size=0", "module1.adv_mask=false", "module1.jitter=0", "module1.kd_tau=1"],
+    "bank": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2"],
+    "bank-noadv": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2", "module1.w_adv=0"],
+    "bank-tau4": [
+        "module1.bank_size=20000",
+        "module1.adv_mask=true",
+        "module1.jitter=2",
+        "module1.kd_tau=4",
+        "module1.s_lr=3e-3",
+    ],  # fmt: skip
+    "bank-bnmean": [
+        "module1.bank_size=20000",
+        "module1.adv_mask=true",
+        "module1.jitter=2",
+        "module1.bn_form=layer_mean",
+        "module1.w_bn=10",
+    ],  # fmt: skip
+}
+
+
+def run_one(preset: str, variant: str, seed: int, extra: list[str], work: Path) -> dict:
+    from augkd.config import load_config
+    from augkd.training import distill
+
+    run_dir = work / preset / variant / f"seed{seed}"
+    if not (run_dir / "summary.json").is_file():
+        cfg = load_config(f"configs/{preset}.yaml", ["method=dfkd", f"train.seed={seed}", *VARIANTS[variant], *extra])
+        distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "state.pt").is_file())
+    s = json.loads((run_dir / "summary.json").read_text())
+    h = s.get("module1_health", {})
+    with (run_dir / "metrics.csv").open(newline="") as fh:
+        curve = [float(r["fid_eval"]) for r in csv.DictReader(fh) if r["stage"] == "module1"]
+    return {
+        "preset": preset, "variant": variant, "seed": seed, "test_acc1": s["test"]["acc1"],
+        "teacher_acc1": s["teacher_test"]["acc1"], "fid_eval": h.get("fid_eval"), "fid_gen": h.get("fid_gen"),
+        "gen_class_entropy": h.get("gen_class_entropy"), "gen_std_ratio": h.get("gen_std_ratio"),
+        "selected_epoch": h.get("selected_epoch"), "images_synthesised": h.get("images_synthesised"),
+        "module1_s": s["timings"].get("module1"), "precision": s["precision"], "fid_eval_curve": curve,
+    }  # fmt: skip
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    presets = list(dict.fromkeys(r["preset"] for r in rows))
+    fig, axes = plt.subplots(1, len(presets), figsize=(5.5 * len(presets), 3.6), squeeze=False)
+    for ax, p in zip(axes[0], presets, strict=True):
+        for v in dict.fromkeys(r["variant"] for r in rows if r["preset"] == p):
+            for r in (r for r in rows if r["preset"] == p and r["variant"] == v):
+                ax.plot(range(1, len(r["fid_eval_curve"]) + 1), r["fid_eval_curve"], lw=1.2,
+                        label=f"{v} s{r['seed']}: test {100 * r['test_acc1']:.1f}%")  # fmt: skip
+        teacher = next(r["teacher_acc1"] for r in rows if r["preset"] == p)
+        ax.set_title(f"{p} (teacher {100 * teacher:.1f}%)")
+        ax.set_xlabel("Module 1 epoch")
+        ax.set_ylabel("student–teacher agreement, eval images")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--presets", default="mnist-datafree")
+    ap.add_argument("--variants", default="official,bank")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--set", action="append", default=[], help="extra overrides for every run")
+    ap.add_argument("--tag", default=None, help="results file name (default: the presets)")
+    ap.add_argument("--work", default="runs/bench-datafree")
+    ap.add_argument("--results", default="benchmarks/results")
+    args = ap.parse_args()
+
+    import torch
+
+    from augkd.utils import augkd_version, cpu_name, git_sha
+
+    t0 = time.time()
+    rows = [run_one(p, v, int(s), args.set, Path(args.work)) for p in args.presets.split(",")
+            for v in args.variants.split(",") for s in args.seeds.split(",")]  # fmt: skip
+    summary: dict[str, dict] = {}
+    for r in rows:
+        summary.setdefault(f"{r['preset']}/{r['variant']}", []).append(r["test_acc1"])  # type: ignore[arg-type]
+    table = {k: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+             for k, v in summary.items()}  # fmt: skip
+    tag = args.tag or args.presets.replace(",", "+")
+    res = Path(args.results)
+    res.mkdir(parents=True, exist_ok=True)
+    keys = [k for k in rows[0] if k != "fid_eval_curve"]
+    with (res / f"datafree-{tag}.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    out = {"rows": rows, "test_acc1": table, "variants": {v: VARIANTS[v] for v in args.variants.split(",")},
+           "extra_overrides": args.set, "machine": {"cpu": cpu_name(), "load_avg_at_end": os.getloadavg()},
+           "torch": torch.__version__, "augkd": augkd_version(), "git_sha": git_sha(),
+           "bench_wall_s": time.time() - t0,
+           "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    (res / f"datafree-{tag}.json").write_text(json.dumps(out, indent=2) + "\n")
+    plot(rows, res / f"datafree-{tag}.png")
+    print(f"{'setting/variant':32s} {'test Acc@1':>12s}  runs")
+    for k, v in table.items():
+        print(f"{k:32s} {100 * v['mean']:7.1f} ± {100 * v['std']:4.1f}  {v['n']}")
+
+
+if __name__ == "__main__":
+    main()
