@@ -99,6 +99,10 @@ class Module1Config(_Base):
     # from all of them (Fast-DFKD / CMI); 0 = the official fresh batch of G for every student step
     bank_size: int = Field(0, ge=0)
     kd_tau: float = Field(1.0, gt=0)  # temperature of the student's KL to the teacher in Module 1
+    # image priors in the generator loss: the teacher's input statistics (its normalisation constants: mean
+    # 0 and variance 1 after them) and total variation (DeepInversion); 0 = off (official)
+    w_input: float = Field(0.0, ge=0)
+    w_tv: float = Field(0.0, ge=0)
     # the epoch Module 1 keeps: "eval_acc1" = the student's Acc@1 on the eval split (labels); "fidelity" =
     # its top-1 agreement with the teacher on the eval images (no labels needed)
     select: Literal["eval_acc1", "fidelity"] = "eval_acc1"

@@ -71,13 +71,17 @@ class FrozenTeacher(nn.Module):
         self.__dict__["_folded"] = (key, net)  # not a submodule: no state_dict entry, not moved by .to()
         return net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB images at the working size → the teacher's own input (size, channels, normalisation)."""
         if x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         if self.in_chans == 1 and x.shape[1] == 3:
             x = x.mean(dim=1, keepdim=True)
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net if torch.is_grad_enabled() else self.folded()
-        return net(self.norm(x))
+        return net(self.prepare(x))
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 3, 5)) -> dict[int, int]:

@@ -36,6 +36,9 @@ VARIANTS: dict[str, list[str]] = {
         "module1.bn_form=layer_mean",
         "module1.w_bn=10",
     ],  # fmt: skip
+    "bank-input": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2", "module1.w_input=10"],
+    "bank-input-tau4": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
+                        "module1.w_input=10", "module1.kd_tau=4"],  # fmt: skip
 }
 
 

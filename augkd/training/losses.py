@@ -187,6 +187,23 @@ def generator_loss(
     return out
 
 
+def input_stats_loss(xn: torch.Tensor) -> torch.Tensor:
+    """‖μ_c‖₂ + ‖σ²_c − 1‖₂ of the teacher's normalised input [N, C, H, W] over (N, H, W).
+
+    The teacher's normalisation constants are its training data's per-channel mean and std, so images
+    from that distribution have mean 0 and variance 1 after it: a BN-statistics term for the input layer,
+    which also holds for a teacher without BatchNorm (the ccexam MNIST teacher: mean 0.1307, std 0.3081,
+    mostly black images with bright strokes).
+    """
+    mean, var = channel_mean_var(xn)
+    return torch.linalg.vector_norm(mean) + torch.linalg.vector_norm(var - 1.0)
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation: mean |x[h+1] − x[h]| + mean |x[w+1] − x[w]| (DeepInversion's TV prior)."""
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+
 def encoder_loss(
     z_hat: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float
 ) -> torch.Tensor:

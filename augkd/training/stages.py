@@ -26,7 +26,15 @@ import torch.nn.functional as F
 from augkd.kernels import fused_mixup, latent_mix
 from augkd.training.bank import ImageBank
 from augkd.training.engine import RunContext, Stage, adam, frozen_weights, set_trainable
-from augkd.training.losses import BNStatsHook, anchor_loss, encoder_loss, generator_loss, student_kd_loss
+from augkd.training.losses import (
+    BNStatsHook,
+    anchor_loss,
+    encoder_loss,
+    generator_loss,
+    input_stats_loss,
+    student_kd_loss,
+    total_variation,
+)
 from augkd.training.schedule import cosine_factor, stage_factor, warmup_factor
 
 
@@ -107,6 +115,12 @@ class DataFreeStage(Stage):
             s_out = s(ctx.student_norm(xt))
             bn = self.hook.loss(c.bn_form) if self.hook.layers else None
             losses = generator_loss(t, s_out, bn, c, ctx.backend)
+            if c.w_input > 0:
+                losses["input"] = input_stats_loss(ctx.teacher.prepare(xt).float())
+                losses["loss"] = losses["loss"] + c.w_input * losses["input"]
+            if c.w_tv > 0:
+                losses["tv"] = total_variation(x.float())
+                losses["loss"] = losses["loss"] + c.w_tv * losses["tv"]
         ctx.check_finite(losses, "module1 generator step")
         self.optimize(ctx, "generator", losses["loss"])
         return {f"g_{k}": v.detach() for k, v in losses.items()}, (z, x.detach().float(), t.detach().argmax(dim=1))

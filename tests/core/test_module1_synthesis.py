@@ -138,3 +138,23 @@ def test_fidelity_selection_keeps_the_epoch_of_best_agreement(tmp_path):
     summary = json.loads((tmp_path / "fid" / "summary.json").read_text())
     assert summary["module1_health"]["selected_epoch"] == best
     assert res.test["n"] == 179
+
+
+def test_input_stats_and_total_variation_by_hand():
+    from augkd.training.losses import input_stats_loss, total_variation
+
+    # two channels over (N, H, W) = (2, 1, 2): channel 0 values {0, 2, 0, 2} (mean 1, unbiased var 4/3),
+    # channel 1 all 1 (mean 1, var 0) → ‖(1, 1)‖ + ‖(4/3 − 1, 0 − 1)‖
+    xn = torch.tensor([[[[0.0, 2.0]], [[1.0, 1.0]]], [[[0.0, 2.0]], [[1.0, 1.0]]]])
+    want = math.sqrt(2.0) + math.sqrt((1 / 3) ** 2 + 1.0)
+    assert input_stats_loss(xn).item() == pytest.approx(want, rel=1e-6)
+    x = torch.tensor([[[[0.0, 1.0], [3.0, 1.0]]]])  # vertical |3−0|, |1−1| → 1.5; horizontal |1−0|, |1−3| → 1.5
+    assert total_variation(x).item() == pytest.approx(3.0)
+
+
+def test_image_priors_enter_the_generator_loss(tmp_path):
+    cfg = load_config(SMOKE, ["method=dfkd", "train.save_images=false", "module1.epochs=1", "module1.w_input=2",
+                              "module1.w_tv=0.5"])  # fmt: skip
+    distill(cfg, tmp_path / "priors")
+    row = _rows(tmp_path / "priors" / "metrics.csv")[0]
+    assert float(row["g_input"]) > 0 and float(row["g_tv"]) > 0
