@@ -37,9 +37,36 @@ VARIANTS: dict[str, list[str]] = {
         "module1.w_bn=10",
     ],  # fmt: skip
     "bank-input": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2", "module1.w_input=10"],
-    "bank-input-tau4": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
-                        "module1.w_input=10", "module1.kd_tau=4"],  # fmt: skip
-}
+    "bank-input-tau4": [
+        "module1.bank_size=20000",
+        "module1.adv_mask=true",
+        "module1.jitter=2",
+        "module1.w_input=10",
+        "module1.kd_tau=4",
+    ],  # fmt: skip
+    "input": ["module1.w_input=10"],  # the official loop (no bank) with the input-statistics prior
+    "bank-input-noadv": [
+        "module1.bank_size=20000",
+        "module1.adv_mask=true",
+        "module1.jitter=2",
+        "module1.w_input=10",
+        "module1.w_adv=0",
+    ],  # fmt: skip
+    "bank-input30": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2", "module1.w_input=30"],
+    "bank-input-k10": [
+        "module1.bank_size=20000",
+        "module1.adv_mask=true",
+        "module1.jitter=2",
+        "module1.w_input=10",
+        "module1.student_steps=10",
+    ],  # fmt: skip
+    # the SVHN teacher has BatchNorm: its concatenated BN term (80-290) dominates the official loss
+    "bank-input-k10-bnmean": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
+                              "module1.w_input=10", "module1.student_steps=10", "module1.bn_form=layer_mean"],
+    "bank-input-k10-bnmean5": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
+                               "module1.w_input=10", "module1.student_steps=10", "module1.bn_form=layer_mean",
+                               "module1.w_bn=5"],
+}  # fmt: skip
 
 
 def run_one(preset: str, variant: str, seed: int, extra: list[str], work: Path) -> dict:
