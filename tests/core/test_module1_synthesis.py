@@ -84,7 +84,11 @@ def test_image_bank_ring_sample_and_state():
     vals = sorted(float(v) for v in bank.images[:, 0, 0, 0])
     assert vals == [51.0, 255.0, 255.0, 255.0, 255.0]  # 0.2·255 = 51 kept once
     x = bank.sample(64, torch.Generator().manual_seed(0))
-    assert x.shape == (64, 1, 2, 2) and x.dtype == torch.float32 and set((x * 255).round().unique().tolist()) == {51.0, 255.0}
+    assert (
+        x.shape == (64, 1, 2, 2)
+        and x.dtype == torch.float32
+        and set((x * 255).round().unique().tolist()) == {51.0, 255.0}
+    )
     other = ImageBank(5)
     other.load_state_dict(bank.state_dict())
     assert torch.equal(other.images, bank.images) and (other.count, other.next, other.added) == (5, 2, 7)
@@ -111,7 +115,9 @@ def test_bank_run_health_figures_and_exact_resume(tmp_path):
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
     health = summary["module1_health"]
     kept = health["selected_epoch"]
-    assert health["select"] == "eval_acc1" and float(rows[kept]["eval_acc1"]) == max(float(r["eval_acc1"]) for r in rows)
+    assert health["select"] == "eval_acc1" and float(rows[kept]["eval_acc1"]) == max(
+        float(r["eval_acc1"]) for r in rows
+    )
     assert health["gen_hist"] == [int(v) for v in rows[kept]["gen_hist"].split()]
     assert health["last_epoch"]["gen_hist"] == [int(v) for v in rows[-1]["gen_hist"].split()]
     assert health["images_synthesised"] == 3 * 3 * 32 and health["bank_images"] == 100

@@ -24,8 +24,9 @@ def exported(digits_student, tmp_path_factory):
     """One full export (onnx + ort-int8 + quick latency) shared by the report tests."""
     out = tmp_path_factory.mktemp("export")
     # the product's 1-point default gate is 1.8 images on this split: int8 is judged by a gate sized to it instead
-    report = export_model(digits_student, ["onnx", "ort-int8"], out, latency_batches=(1, 32), latency_iters=3,
-                          max_acc_drop=100.0)
+    report = export_model(
+        digits_student, ["onnx", "ort-int8"], out, latency_batches=(1, 32), latency_iters=3, max_acc_drop=100.0
+    )
     return report, out
 
 
