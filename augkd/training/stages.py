@@ -129,7 +129,6 @@ class DataFreeStage(Stage):
         """Bank mode: the G step's images join the bank; k student steps on batches drawn from the whole bank
         (jittered, the teacher scoring each drawn batch); k encoder steps on the G step's own (z, x) pairs."""
         c = ctx.cfg.module1
-        s, e = ctx.net("student"), ctx.net("encoder")
         assert self.bank is not None
         z, x_new, y_new = batch
         self.bank.add(x_new)
@@ -138,22 +137,31 @@ class DataFreeStage(Stage):
             x = _cl(jitter(self.bank.sample(bsz), c.jitter), ctx)
             with torch.no_grad(), ctx.autocast():
                 t = ctx.teacher(x).float()
-            with ctx.autocast():
-                s_out = s(ctx.student_norm(x))
-                ls = student_kd_loss(s_out, t, None, u=0.0, tau=c.kd_tau, backend=ctx.backend)
-            ctx.check_finite({"loss": ls}, "module1 student step")
-            self.optimize(ctx, "student", ls)
-            with ctx.autocast():
-                z_hat, mu, logvar = e(x_new, y_new)
-            le = encoder_loss(z_hat.float(), z, mu.float(), logvar.float(), c.kld_weight)
-            ctx.check_finite({"loss": le}, "module1 encoder step")
-            self.optimize(ctx, "encoder", le)
-            out.append({"s_kl": ls.detach(), "e_loss": le.detach()})
+            out.append(self._student_encoder_step(ctx, x, t, x_new, y_new, z))
         return {k2: torch.stack([o[k2] for o in out]).mean() for k2 in out[0]}
+
+    def _student_encoder_step(
+        self, ctx: RunContext, x: torch.Tensor, t: torch.Tensor, x_e: torch.Tensor, y_e: torch.Tensor, z: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """One student step (KL to the teacher's logits ``t`` on ``x``), then one encoder step that maps
+        (``x_e``, label ``y_e``) back to the latents ``z`` that generated ``x_e``."""
+        c = ctx.cfg.module1
+        s, e = ctx.net("student"), ctx.net("encoder")
+        with ctx.autocast():
+            s_out = s(ctx.student_norm(x))
+            ls = student_kd_loss(s_out, t, None, u=0.0, tau=c.kd_tau, backend=ctx.backend)
+        ctx.check_finite({"loss": ls}, "module1 student step")
+        self.optimize(ctx, "student", ls)
+        with ctx.autocast():
+            z_hat, mu, logvar = e(x_e, y_e)
+        le = encoder_loss(z_hat.float(), z, mu.float(), logvar.float(), c.kld_weight)
+        ctx.check_finite({"loss": le}, "module1 encoder step")
+        self.optimize(ctx, "encoder", le)
+        return {"s_kl": ls.detach(), "e_loss": le.detach()}
 
     def _student_steps(self, ctx: RunContext, bsz: int) -> dict[str, torch.Tensor]:
         c = ctx.cfg.module1
-        g, s, e = ctx.nets["generator"], ctx.net("student"), ctx.net("encoder")  # G only runs under no_grad here
+        g = ctx.nets["generator"]  # G only runs under no_grad here
         k = c.student_steps
         z_all = torch.randn(k * bsz, ctx.cfg.generator.latent_dim, device=ctx.device)
         with torch.no_grad(), ctx.autocast():
@@ -166,17 +174,7 @@ class DataFreeStage(Stage):
         for i in range(k):
             sl = slice(i * bsz, (i + 1) * bsz)
             x, t, z = x_all[sl], t_all[sl], z_all[sl]
-            with ctx.autocast():
-                s_out = s(ctx.student_norm(x))
-                ls = student_kd_loss(s_out, t, None, u=0.0, tau=c.kd_tau, backend=ctx.backend)
-            ctx.check_finite({"loss": ls}, "module1 student step")
-            self.optimize(ctx, "student", ls)
-            with ctx.autocast():
-                z_hat, mu, logvar = e(x, t.argmax(dim=1))
-            le = encoder_loss(z_hat.float(), z, mu.float(), logvar.float(), c.kld_weight)
-            ctx.check_finite({"loss": le}, "module1 encoder step")
-            self.optimize(ctx, "encoder", le)
-            out.append({"s_kl": ls.detach(), "e_loss": le.detach()})
+            out.append(self._student_encoder_step(ctx, x, t, x, t.argmax(dim=1), z))
         return {k2: torch.stack([o[k2] for o in out]).mean() for k2 in out[0]}
 
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
