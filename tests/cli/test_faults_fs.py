@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
 from augkd.cli import app
@@ -39,18 +40,6 @@ def snapshot(root: Path) -> dict[str, str]:
         return {root.name: hashlib.sha256(root.read_bytes()).hexdigest()}
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
             for p in sorted(root.rglob("*"))}  # fmt: skip
-
-
-def assert_one_line_error(res, *needles: str) -> str:
-    """Non-zero exit, exactly one ``error:`` line on stderr holding every needle, no traceback."""
-    assert res.exit_code != 0, res.output
-    assert "Traceback" not in res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def block_writes(monkeypatch, root: Path, code: int) -> None:

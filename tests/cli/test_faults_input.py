@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
 from augkd.cli import app
@@ -29,18 +30,6 @@ runner = CliRunner()
 
 def _run(*args: object):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def _assert_one_line_error(res, *patterns: str) -> str:
-    """Non-zero exit, the message in ONE 'error:' line on stderr, no traceback anywhere; returns that line."""
-    assert res.exit_code != 0, res.output
-    assert "Traceback" not in res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.stderr
-    for p in patterns:
-        assert p in errors[0], errors[0]
-    return errors[0]
 
 
 def _flat(text: str) -> str:
@@ -113,7 +102,7 @@ def test_class_folders_named_differently_from_teacher(tmp_path):
     folder = _image_folder(tmp_path / "domain", names)
     run = tmp_path / "run"
     res = _run("distill", "-c", SMOKE, "--method", "kd", "--set", f"data.dataset={folder}", "--out", run, "-q")
-    line = _assert_one_line_error(res, "differ from the classes of teacher 'ccexam-svhn'")
+    line = assert_one_line_error(res, "differ from the classes of teacher 'ccexam-svhn'")
     assert "[eight, five, four, nine, one, seven, six, three, two, zero]" in line  # the folders, sorted
     assert "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in line  # the teacher's
     assert not (run / "checkpoints").exists() and not (run / "student.safetensors").exists()
@@ -141,7 +130,7 @@ def test_teacher_without_class_names_checks_the_count_only(tmp_path):
 def test_resume_refuses_a_config_file(run_copy):
     before = _snapshot(run_copy)
     res = _run("distill", "--resume", run_copy, "-c", SMOKE, "-q")
-    _assert_one_line_error(res, "-c/--config cannot be used with --resume", "kd.lr")
+    assert_one_line_error(res, "-c/--config cannot be used with --resume", "kd.lr")
     assert _snapshot(run_copy) == before
 
 
@@ -154,7 +143,7 @@ def test_resume_refuses_a_config_file(run_copy):
 def test_resume_refuses_unsafe_overrides(run_copy, override, message):
     before = _snapshot(run_copy)
     res = _run("distill", "--resume", run_copy, "--set", override, "-q")
-    _assert_one_line_error(res, message)
+    assert_one_line_error(res, message)
     assert _snapshot(run_copy) == before
 
 
@@ -210,7 +199,7 @@ def test_nan_before_any_checkpoint_says_there_is_nothing_to_resume(tmp_path, pre
     run = tmp_path / "nan"
     res = _run("distill", "-c", SMOKE, "--method", "kd", "--set", "kd.lr=1e30", "--set", "kd.epochs=3", "--set",
                f"train.precision={precision}", "--set", "train.save_images=false", "--out", run, "-q")  # fmt: skip
-    line = _assert_one_line_error(res, "loss became nan in kd", "no epoch completed",
+    line = assert_one_line_error(res, "loss became nan in kd", "no epoch completed",
                                   "there is no checkpoint to resume from", "--set kd.lr=1e+29")  # fmt: skip
     assert "last good checkpoint" not in line and not (run / "checkpoints" / "state.pt").exists()
     assert ("train.precision=fp32" in line) == (precision != "fp32")  # fp32 is advised only when not in fp32
@@ -220,7 +209,7 @@ def test_nan_after_a_checkpoint_keeps_it_and_advises_a_working_resume(run_copy):
     state = run_copy / "checkpoints" / "state.pt"
     before = _snapshot(run_copy / "checkpoints")
     res = _run("distill", "--resume", run_copy, "--set", "kd.lr=1e30", "-q")
-    line = _assert_one_line_error(res, "loss became nan in kd", f"the last good checkpoint is kept in {state}",
+    line = assert_one_line_error(res, "loss became nan in kd", f"the last good checkpoint is kept in {state}",
                                   f"`augkd distill --resume {run_copy} --set kd.lr=1e+29`")  # fmt: skip
     assert "train.precision=fp32" not in line  # the run is already fp32
     assert _snapshot(run_copy / "checkpoints") == before  # the last good checkpoint is intact
@@ -244,7 +233,7 @@ def test_eval_says_what_the_file_is_not(tmp_path, kind, message):
     else:
         torch.save(torch.randn(4, 4), path)
     before = _snapshot(tmp_path)
-    line = _assert_one_line_error(_run("eval", path), message)
+    line = assert_one_line_error(_run("eval", path), message)
     assert "arbitrary code" not in line
     assert _snapshot(tmp_path) == before
 
@@ -261,7 +250,7 @@ def test_eval_still_refuses_a_malicious_pickle(tmp_path):
     """A guard, not a regression: a pickle that would run code is refused as one, and never runs."""
     marker = tmp_path / "pwned"
     torch.save({"w": _Payload(marker)}, tmp_path / "evil.pt")
-    _assert_one_line_error(_run("eval", tmp_path / "evil.pt"), "is a pickle that needs arbitrary code to load")
+    assert_one_line_error(_run("eval", tmp_path / "evil.pt"), "is a pickle that needs arbitrary code to load")
     assert not marker.exists()
 
 
@@ -272,7 +261,7 @@ def test_eval_still_refuses_a_malicious_pickle(tmp_path):
 def test_empty_split_is_a_config_error_before_training(tmp_path, split, empty):
     run = tmp_path / "run"
     res = _run("distill", "-c", SMOKE, "--set", f"data.split={split}", "--out", run, "-q")
-    _assert_one_line_error(res, f"leaves the {empty} split empty", "data.split=[0.8,0.1,0.1]")
+    assert_one_line_error(res, f"leaves the {empty} split empty", "data.split=[0.8,0.1,0.1]")
     assert not run.exists()  # refused before anything is written
 
 
@@ -284,13 +273,13 @@ def test_list_file_label_outside_the_teachers_classes(tmp_path):
     labels.insert(7, 15)  # row 8 of the images, line 9 of the file (after the comment)
     lst = _list_file(tmp_path, labels)
     res = _run("distill", "-c", SMOKE, "--method", "kd", "--set", f"data.dataset={lst}", "--out", tmp_path / "r", "-q")
-    _assert_one_line_error(res, f"{str(lst)!r} line 9: label 15 is outside the classes 0..9")
+    assert_one_line_error(res, f"{str(lst)!r} line 9: label 15 is outside the classes 0..9")
 
 
 def test_list_file_class_without_rows(tmp_path):
     lst = _list_file(tmp_path, [c for c in range(10) if c != 3 for _ in range(3)])
     res = _run("distill", "-c", SMOKE, "--method", "kd", "--set", f"data.dataset={lst}", "--out", tmp_path / "r", "-q")
-    _assert_one_line_error(res, "has no rows for class 3 of 0..9")
+    assert_one_line_error(res, "has no rows for class 3 of 0..9")
 
 
 def test_shots_per_class_above_the_smallest_class_warns():
@@ -305,7 +294,7 @@ def test_yaml_syntax_error_gives_file_line_column(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: kd\nmodule3: {epochs: 3\ntrain:\n  seed: 1\n")
     res = _run("distill", "-c", bad, "--out", tmp_path / "r")
-    _assert_one_line_error(res, f"{bad}:3:6: ")
+    assert_one_line_error(res, f"{bad}:3:6: ")
 
 
 def test_teacher_without_config_says_what_it_trains(tmp_path, monkeypatch):

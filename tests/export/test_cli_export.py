@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 
+from cli_checks import assert_one_line_error
 from stat_gates import assert_reduced_precision_ok
 
 from augkd.cli import app
@@ -23,38 +24,28 @@ def _run(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def _assert_one_line_error(res, pattern: str) -> None:
-    """Non-zero exit, the message in ONE 'error:' line on stderr, no traceback anywhere."""
-    assert res.exit_code != 0, res.output
-    assert "Traceback" not in res.output
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.stderr
-    assert pattern in errors[0], errors[0]
-    assert res.exception is None or isinstance(res.exception, SystemExit)
-
-
 def test_export_missing_checkpoint(tmp_path):
     res = _run("export", tmp_path / "nope" / "student.safetensors")
-    _assert_one_line_error(res, "checkpoint not found")
+    assert_one_line_error(res, "checkpoint not found")
 
 
 def test_export_corrupt_checkpoint(tmp_path, digits_student):
     bad = tmp_path / "student.safetensors"
     bad.write_bytes(b"\x00garbage, not a safetensors header" * 10)
     shutil.copy(digits_student.with_suffix(".json"), tmp_path / "student.json")
-    _assert_one_line_error(_run("export", bad), "not a readable safetensors file")
+    assert_one_line_error(_run("export", bad), "not a readable safetensors file")
 
 
 def test_export_unknown_format(digits_student, tmp_path):
     res = _run("export", digits_student, "--format", "onnx,tflite", "--out", tmp_path)
-    _assert_one_line_error(res, "unknown export format 'tflite'")
+    assert_one_line_error(res, "unknown export format 'tflite'")
     assert not (tmp_path / "model.onnx").exists()  # rejected before any work
 
 
 @pytest.mark.skipif(tensorrt_available()[0], reason="TensorRT and a GPU are present here")
 def test_export_tensorrt_without_tensorrt(digits_student, tmp_path):
     res = _run("export", digits_student, "--format", "tensorrt-fp16", "--out", tmp_path)
-    _assert_one_line_error(
+    assert_one_line_error(
         res, "TensorRT export needs a CUDA GPU and the 'tensorrt' extra: pip install 'augkd[tensorrt]'"
     )
     assert "(found: " in res.stderr
@@ -64,7 +55,7 @@ def test_export_tensorrt_without_tensorrt(digits_student, tmp_path):
 def test_export_parity_failure_is_one_line(digits_student, tmp_path):
     res = _run("export", digits_student, "--format", "onnx", "--exporter", "legacy", "--atol", "1e-12",
                "--no-latency", "--out", tmp_path, "-q")  # fmt: skip
-    _assert_one_line_error(res, "export check failed: onnx: max |Δ|")
+    assert_one_line_error(res, "export check failed: onnx: max |Δ|")
     assert (tmp_path / "model.onnx").is_file() and (tmp_path / "export_report.md").is_file()
 
 
@@ -105,7 +96,7 @@ def test_bench_latency_cli(digits_student, tmp_path):
     [(("--backends", "torch,onnx"), "unknown backend 'onnx'"), (("--batch", "1,x"), "batch sizes must be positive")],
 )  # fmt: skip
 def test_bench_latency_bad_options(digits_student, tmp_path, args, pattern):
-    _assert_one_line_error(_run("bench", "latency", digits_student, *args, "--out", tmp_path), pattern)
+    assert_one_line_error(_run("bench", "latency", digits_student, *args, "--out", tmp_path), pattern)
 
 
 def test_export_and_bench_help():
