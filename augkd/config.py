@@ -15,11 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from augkd.errors import ConfigError
+from augkd.methods import METHOD_NAMES, get_method, module1_settings
 
 CONFIG_VERSION = 1
 
-METHODS = ("augkd", "scratch", "kd", "dfkd", "dfkd-ft", "augkd-no-anchor", "augkd-no-mixup")
-Method = Literal["augkd", "scratch", "kd", "dfkd", "dfkd-ft", "augkd-no-anchor", "augkd-no-mixup"]
+METHODS = METHOD_NAMES  # every registered method (augkd.methods)
 
 
 class _Base(BaseModel):
@@ -89,8 +89,9 @@ class Module1Config(_Base):
     # --- synthesis options (docs/decisions.md, "Module 1"); the defaults are the official Module 1 ---
     # BN-statistics term: "concat" = one L2 norm over all layers' channels concatenated (official);
     # "layer_mean" = the mean over layers of each layer's ‖Δμ‖₂ + ‖Δσ²‖₂ (DeepInversion/Fast-DFKD scale:
-    # it does not grow with the teacher's depth or width)
-    bn_form: Literal["concat", "layer_mean"] = "concat"
+    # it does not grow with the teacher's depth or width); "layer_sum" = the sum over layers (DeepInversion, DFQ,
+    # CMI as published)
+    bn_form: Literal["concat", "layer_mean", "layer_sum"] = "concat"
     # mask the adversarial term to the images where the teacher's and student's top-1 agree (Fast-DFKD):
     # the generator is not pushed towards images the teacher itself cannot classify
     adv_mask: bool = False
@@ -103,6 +104,14 @@ class Module1Config(_Base):
     # 0 and variance 1 after them) and total variation (DeepInversion); 0 = off (official)
     w_input: float = Field(0.0, ge=0)
     w_tv: float = Field(0.0, ge=0)
+    # DAFL's activation term: −w_act · mean |f_T(x)| of the teacher's penultimate features (the input of its
+    # last Linear layer): the generator is pushed towards images that excite the teacher's features
+    w_act: float = Field(0.0, ge=0)
+    # CMI's contrastive diversity: InfoNCE in the teacher's penultimate feature space between two jittered
+    # views of each generated image, with the batch's other images and a batch drawn from the bank as
+    # negatives (needs bank_size > 0); contrast_tau is its temperature
+    w_contrast: float = Field(0.0, ge=0)
+    contrast_tau: float = Field(0.1, gt=0)
     # the epoch Module 1 keeps: "eval_acc1" = the student's Acc@1 on the eval split (labels); "fidelity" =
     # its top-1 agreement with the teacher on the eval images (no labels needed)
     select: Literal["eval_acc1", "fidelity"] = "eval_acc1"
@@ -110,6 +119,14 @@ class Module1Config(_Base):
     # teacher/student/data/generator/module1 settings and seed, instead of training it again. `augkd
     # compare` uses this so that every method built on Module 1 starts from the same one.
     init_from: str | None = None
+
+    @model_validator(mode="after")
+    def _check_contrast(self) -> Module1Config:
+        if self.w_contrast > 0 and self.bank_size == 0:
+            raise ValueError(
+                "module1.w_contrast > 0 draws its negatives from the memory bank: set module1.bank_size > 0"
+            )
+        return self
 
 
 class Module2Config(_Base):
@@ -188,7 +205,7 @@ class DistillConfig(_Base):
     """Everything ``augkd distill`` needs."""
 
     version: int = CONFIG_VERSION
-    method: Method = "augkd"
+    method: str = "augkd"  # a name of augkd.methods.METHODS (augkd methods lists them)
     teacher: TeacherConfig = TeacherConfig()
     student: ModelSpec = ModelSpec(arch="mobilenet_v3_small", kwargs={"width_mult": 0.5, "bn_momentum": 0.1})
     data: DataConfig = DataConfig()
@@ -199,6 +216,20 @@ class DistillConfig(_Base):
     kd: KDConfig = KDConfig()
     train: TrainConfig = TrainConfig()
     kernels: KernelConfig = KernelConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_method(cls, data: Any) -> Any:
+        """Check the method name and apply the Module 1 settings a data-free baseline fixes (augkd.methods)."""
+        if not isinstance(data, dict):
+            return data
+        method = get_method(str(data.get("method", "augkd")))
+        if not method.module1:
+            return data
+        m1 = data.get("module1", {})
+        raw = m1.model_dump() if isinstance(m1, BaseModel) else dict(m1 or {})
+        default_batch = Module1Config.model_fields["batch_size"].default
+        return {**data, "module1": module1_settings(method, raw, default_batch)}
 
     @model_validator(mode="after")
     def _check_version(self) -> DistillConfig:

@@ -25,6 +25,7 @@ app.command("distill")(_train.distill_cmd)
 app.command("compare")(_train.compare_cmd)
 app.command("teacher")(_train.teacher_cmd)
 app.command("eval")(_train.eval_cmd)
+app.command("methods")(_train.methods_cmd)
 app.command("doctor")(_doctor.doctor_cmd)
 # export / bench (augkd.cli.export, augkd.cli.bench) register below
 from augkd.cli import bench as _bench, export as _export

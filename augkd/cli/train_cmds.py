@@ -9,6 +9,10 @@ import typer
 
 from augkd.cli._options import ConfigOpt, JsonOpt, OutOpt, QuietOpt, SetOpt, VerboseOpt
 from augkd.cli._util import cli_errors, print_json, print_table, setup_logging, show_progress
+from augkd.methods import METHODS, methods_help
+
+# AuG-KD, its ablations and the baselines of the paper's main table
+COMPARE_DEFAULT = ("scratch", "kd", "dfkd", "dfkd-ft", "augkd", "augkd-no-anchor", "augkd-no-mixup")
 
 if TYPE_CHECKING:
     from augkd.training.dist import DistSpec
@@ -35,7 +39,7 @@ def distill_cmd(
     out: OutOpt = None,
     method: Annotated[
         Optional[str],
-        typer.Option("--method", "-m", help="augkd, scratch, kd, dfkd, dfkd-ft, augkd-no-anchor, augkd-no-mixup."),
+        typer.Option("--method", "-m", help=methods_help()),
     ] = None,
     seeds: Annotated[
         Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2,3,4 (one run each).")
@@ -154,9 +158,9 @@ def _report_summary(summary: dict, out_dir: Path, json_out: bool) -> None:
 
 @cli_errors
 def compare_cmd(
-    methods: Annotated[
-        str, typer.Option("--methods", help="Comma-separated methods.")
-    ] = "scratch,kd,dfkd,dfkd-ft,augkd,augkd-no-anchor,augkd-no-mixup",
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods: " + methods_help())] = ",".join(
+        COMPARE_DEFAULT
+    ),
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds.")] = "0,1,2,3,4",
     config: ConfigOpt = None,
     overrides: SetOpt = None,
@@ -240,3 +244,21 @@ def eval_cmd(
     else:
         row = {"split": split, "n": int(res["n"]), "acc1": res["acc1"], "acc3": res["acc3"], "acc5": res["acc5"]}
         print_table([row], title=f"{res['arch']} on {res['dataset']}")
+
+
+@cli_errors
+def methods_cmd(json_out: JsonOpt = False) -> None:
+    """List the methods: their stages and, for the data-free baselines, the Module 1 settings they fix."""
+    rows = [
+        {
+            "method": m.name,
+            "stages": " → ".join(m.stages),
+            "what": m.help,
+            "module1 settings": ", ".join(f"{k}={v}" for k, v in m.module1.items()),
+        }
+        for m in METHODS.values()
+    ]
+    if json_out:
+        print_json(rows)
+    else:
+        print_table(rows, title="augkd methods (-m NAME, --methods A,B)")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from augkd.errors import ConfigError
 from augkd.kernels import kd_loss, uncertainty
 from augkd.models.layers import is_channels_last
 
@@ -130,9 +131,9 @@ class BNStatsHook:
     def loss(self, form: str = "concat") -> torch.Tensor:
         """The BN-matching loss of the last forward pass (and clear the record).
 
-        ``concat`` (official): ‖Δμ‖₂ + ‖Δσ²‖₂ over all layers' channels concatenated. ``layer_mean``: the mean
-        over layers of each layer's ‖Δμ_l‖₂ + ‖Δσ²_l‖₂ (DeepInversion's per-layer sum, divided by the number of
-        layers so its scale does not grow with the teacher's depth).
+        ``concat`` (official): ‖Δμ‖₂ + ‖Δσ²‖₂ over all layers' channels concatenated. ``layer_sum``: the sum
+        over layers of each layer's ‖Δμ_l‖₂ + ‖Δσ²_l‖₂ (DeepInversion, DFQ, CMI); ``layer_mean``: that sum divided
+        by the number of layers, so its scale does not grow with the teacher's depth.
         """
         assert self.run_mean is not None and self.run_var is not None and self._means, "no BN statistics recorded"
         mean, var = torch.cat(self._means), torch.cat(self._vars)
@@ -140,12 +141,12 @@ class BNStatsHook:
         rm, rv = self.run_mean.to(mean.device), self.run_var.to(var.device)
         if form == "concat":
             return torch.linalg.vector_norm(mean - rm) + torch.linalg.vector_norm(var - rv)
-        if form != "layer_mean":
+        if form not in ("layer_mean", "layer_sum"):
             raise ValueError(f"unknown BN loss form {form!r}")
         sizes = [m.num_features for m in self.layers]
         dm, dv = (mean - rm).split(sizes), (var - rv).split(sizes)
         per_layer = [torch.linalg.vector_norm(a) + torch.linalg.vector_norm(b) for a, b in zip(dm, dv, strict=True)]
-        return torch.stack(per_layer).mean()
+        return torch.stack(per_layer).mean() if form == "layer_mean" else torch.stack(per_layer).sum()
 
     def clear(self) -> None:
         self._means, self._vars = [], []
@@ -197,6 +198,49 @@ def input_stats_loss(xn: torch.Tensor) -> torch.Tensor:
     """
     mean, var = channel_mean_var(xn)
     return torch.linalg.vector_norm(mean) + torch.linalg.vector_norm(var - 1.0)
+
+
+class FeatureHook:
+    """Records the input of a network's last ``nn.Linear`` layer (its penultimate features, flattened) on
+    every forward pass while ``enabled``: DAFL's activation term and CMI's contrastive term use them."""
+
+    def __init__(self, net: nn.Module) -> None:
+        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ConfigError("the teacher has no Linear layer: module1.w_act and w_contrast need its penultimate "
+                             "features (the input of its last Linear layer)")  # fmt: skip
+        self.enabled = False
+        self.features: list[torch.Tensor] = []
+        self._handle = linears[-1].register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if self.enabled:
+            self.features.append(inputs[0].flatten(1))
+
+    def pop(self) -> torch.Tensor:
+        """The features of the last recorded pass (and clear the record)."""
+        assert self.features, "no features recorded"
+        out, self.features = self.features[-1], []
+        return out
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def activation_loss(f: torch.Tensor) -> torch.Tensor:
+    """DAFL's activation term: −mean |f| of the penultimate features (minimised: features pushed up)."""
+    return -f.float().abs().mean()
+
+
+def instance_contrast_loss(f1: torch.Tensor, f2: torch.Tensor, f_neg: torch.Tensor | None, tau: float) -> torch.Tensor:
+    """InfoNCE instance discrimination (CMI's diversity term): for each row i of ``f1``, the positive is row
+    i of ``f2`` (another view of the same image); the negatives are the other rows of ``f2`` and every row
+    of ``f_neg`` (images already in the bank). Features are L2-normalised; similarities are divided by
+    ``tau``; the loss is the mean cross-entropy of picking the positive."""
+    a, b = F.normalize(f1.float(), dim=1), F.normalize(f2.float(), dim=1)
+    keys = b if f_neg is None else torch.cat([b, F.normalize(f_neg.float(), dim=1)])
+    logits = a @ keys.t() / tau
+    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:

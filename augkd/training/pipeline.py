@@ -349,7 +349,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-MODULE1_METHODS = ("dfkd", "dfkd-ft", "augkd", "augkd-no-anchor", "augkd-no-mixup")
+def method_config(cfg: DistillConfig, method: str, seed: int) -> DistillConfig:
+    """``cfg`` for ``method`` and ``seed``, validated again so the method's Module 1 settings apply."""
+    data = cfg.model_dump()
+    data["method"], data["train"]["seed"] = method, seed
+    return DistillConfig.model_validate(data)
 
 
 def compare(
@@ -360,34 +364,37 @@ def compare(
 
     With ``dist``, one Fabric (one process group) serves every run; only rank 0 writes the summaries.
     """
-    from augkd.config import METHODS
+    from augkd.methods import get_method
 
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ConfigError(f"unknown method {bad[0]!r}: choose from {', '.join(METHODS)}")
+    try:
+        specs = [get_method(m) for m in methods]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     out = Path(out_dir)
     fabric = make_fabric(cfg.train, dist)
     if fabric.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {}
     teacher: dict[str, float] = {}
-    module1_runs: dict[int, Path] = {}  # seed → the run whose Module 1 the other methods reuse
-    for method in methods:
+    # (seed, Module 1 settings) → the run whose Module 1 the other methods with the same settings reuse
+    module1_runs: dict[tuple[int, str], Path] = {}
+    for spec in specs:
+        method = spec.name
         for seed in seeds:
             rd = out / method / f"seed{seed}"
+            sub = method_config(cfg, method, seed)
+            key = (seed, sub.module1.model_dump_json(exclude={"init_from"}))
             if (rd / "summary.json").is_file():
                 res = json.loads((rd / "summary.json").read_text())
             else:
-                upd: dict[str, Any] = {"method": method, "train": cfg.train.model_copy(update={"seed": seed})}
-                shared = module1_runs.get(seed)
-                if shared is not None and method in MODULE1_METHODS and cfg.module1.init_from is None:
-                    upd["module1"] = cfg.module1.model_copy(update={"init_from": str(shared)})
-                sub = cfg.model_copy(update=upd)
+                shared = module1_runs.get(key)
+                if shared is not None and spec.uses_module1 and cfg.module1.init_from is None:
+                    sub = sub.model_copy(update={"module1": sub.module1.model_copy(update={"init_from": str(shared)})})
                 r = distill(sub, rd, resume=resume and (rd / "config.yaml").is_file(), progress=progress,
                             fabric=fabric)  # fmt: skip
                 res = r.to_dict()
-            if method in MODULE1_METHODS and (rd / "checkpoints" / "module1" / "student.safetensors").is_file():
-                module1_runs.setdefault(seed, rd)
+            if spec.uses_module1 and (rd / "checkpoints" / "module1" / "student.safetensors").is_file():
+                module1_runs.setdefault(key, rd)
             results.setdefault(method, []).append(res)
             teacher = res["teacher_test"]
     summary = summarize(results, teacher)

@@ -24,14 +24,18 @@ import torch
 import torch.nn.functional as F
 
 from augkd.kernels import fused_mixup, latent_mix
+from augkd.methods import get_method
 from augkd.training.bank import ImageBank
 from augkd.training.engine import RunContext, Stage, adam, frozen_weights, set_trainable
 from augkd.training.losses import (
     BNStatsHook,
+    FeatureHook,
+    activation_loss,
     anchor_loss,
     encoder_loss,
     generator_loss,
     input_stats_loss,
+    instance_contrast_loss,
     student_kd_loss,
     total_variation,
 )
@@ -79,6 +83,7 @@ class DataFreeStage(Stage):
     def __init__(self, epochs: int) -> None:
         super().__init__(epochs)
         self.hook: BNStatsHook | None = None
+        self.feat: FeatureHook | None = None  # the teacher's penultimate features (w_act, w_contrast)
         self.bank: ImageBank | None = None
         self._teacher_eval: torch.Tensor | None = None  # the teacher's top-1 on the eval images (fixed)
         self._real_std = 1.0  # mean per-pixel std of the eval images (the diversity reference)
@@ -98,6 +103,7 @@ class DataFreeStage(Stage):
         self.schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(self.epochs, 1))
                            for k, o in self.optimizers.items()}  # fmt: skip
         self.hook = BNStatsHook(ctx.teacher.net)
+        self.feat = FeatureHook(ctx.teacher.net) if c.w_act > 0 or c.w_contrast > 0 else None
         self.bank = ImageBank(c.bank_size) if c.bank_size > 0 else None
 
     def _generator_step(self, ctx: RunContext, bsz: int) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
@@ -110,20 +116,49 @@ class DataFreeStage(Stage):
             x = _cl(g(z), ctx)
             xt = jitter(x, c.jitter)
             self.hook.enabled = True
+            if self.feat is not None:
+                self.feat.enabled = True
             t = ctx.teacher(xt)
             self.hook.enabled = False
             s_out = s(ctx.student_norm(xt))
             bn = self.hook.loss(c.bn_form) if self.hook.layers else None
             losses = generator_loss(t, s_out, bn, c, ctx.backend)
-            if c.w_input > 0:
-                losses["input"] = input_stats_loss(ctx.teacher.prepare(xt).float())
-                losses["loss"] = losses["loss"] + c.w_input * losses["input"]
-            if c.w_tv > 0:
-                losses["tv"] = total_variation(x.float())
-                losses["loss"] = losses["loss"] + c.w_tv * losses["tv"]
+            self._image_priors(ctx, x, xt, losses)
         ctx.check_finite(losses, "module1 generator step")
         self.optimize(ctx, "generator", losses["loss"])
         return {f"g_{k}": v.detach() for k, v in losses.items()}, (z, x.detach().float(), t.detach().argmax(dim=1))
+
+    def _image_priors(
+        self, ctx: RunContext, x: torch.Tensor, xt: torch.Tensor, losses: dict[str, torch.Tensor]
+    ) -> None:
+        """Add the optional generator terms to ``losses["loss"]``: the input-statistics and TV priors, DAFL's
+        feature activation and CMI's contrastive diversity (their weights in ``module1``; 0 = off)."""
+        c = ctx.cfg.module1
+        terms: dict[str, tuple[float, torch.Tensor]] = {}
+        if c.w_input > 0:
+            terms["input"] = (c.w_input, input_stats_loss(ctx.teacher.prepare(xt).float()))
+        if c.w_tv > 0:
+            terms["tv"] = (c.w_tv, total_variation(x.float()))
+        if self.feat is not None:
+            f1 = self.feat.pop()
+            if c.w_act > 0:
+                terms["act"] = (c.w_act, activation_loss(f1))
+            if c.w_contrast > 0:
+                ctx.teacher(jitter(x, max(c.jitter, 1)))  # a second view of the same images
+                f2 = self.feat.pop()
+                self.feat.enabled = False
+                f_neg = None
+                if self.bank is not None and len(self.bank) > 0:  # the bank's images as negatives (no grad)
+                    with torch.no_grad():
+                        self.feat.enabled = True
+                        xb = _cl(self.bank.sample(x.shape[0]), ctx)
+                        ctx.teacher.net(ctx.teacher.prepare(xb))  # the unfolded net, where the hook sits
+                        f_neg = self.feat.pop()
+                terms["contrast"] = (c.w_contrast, instance_contrast_loss(f1, f2, f_neg, c.contrast_tau))
+            self.feat.enabled = False
+        for name, (w, v) in terms.items():
+            losses[name] = v
+            losses["loss"] = losses["loss"] + w * v
 
     def _bank_steps(self, ctx: RunContext, bsz: int, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         """Bank mode: the G step's images join the bank; k student steps on batches drawn from the whole bank
@@ -273,6 +308,8 @@ class DataFreeStage(Stage):
         super().finish(ctx)
         if self.hook is not None:
             self.hook.remove()
+        if self.feat is not None:
+            self.feat.remove()
         if ctx.is_main:
             from augkd.utils import atomic_write_json
 
@@ -537,26 +574,21 @@ class SupervisedStage(Stage):
 
 
 def build_stages(ctx_cfg: DistillConfig) -> list[Stage]:  # noqa: F821
-    """The stage list of each method (docs/decisions.md): one engine, methods are configs."""
+    """The stage list of the config's method (augkd.methods: one engine, methods are configs)."""
     c = ctx_cfg
-    m1 = DataFreeStage(c.module1.epochs)
-    method = c.method
-    if method == "scratch":
-        return [SupervisedStage(c.kd.epochs, use_teacher=False, name="scratch")]
-    if method == "kd":
-        return [SupervisedStage(c.kd.epochs, use_teacher=True, name="kd")]
-    if method == "dfkd":
-        return [m1]
-    if method == "dfkd-ft":
-        return [m1, SupervisedStage(c.kd.epochs, use_teacher=True, name="finetune")]
-    if method == "augkd":
-        return [m1, AnchorStage(c.module2.epochs), MixupStage(c.module3.epochs)]
-    if method == "augkd-no-anchor":
-        return [m1, MixupStage(c.module3.epochs, use_anchor=False)]
-    if method == "augkd-no-mixup":  # s = 1 from the first epoch: no anchor or generated images are used
-        return [m1, MixupStage(c.module3.epochs, fixed_s=1.0)]
-    raise ValueError(f"unknown method {method!r}")
+    make = {
+        "module1": lambda: DataFreeStage(c.module1.epochs),
+        "module2": lambda: AnchorStage(c.module2.epochs),
+        "module3": lambda: MixupStage(c.module3.epochs),
+        "module3-no-anchor": lambda: MixupStage(c.module3.epochs, use_anchor=False),
+        # s = 1 from the first epoch: no anchor or generated images are used
+        "module3-no-mixup": lambda: MixupStage(c.module3.epochs, fixed_s=1.0),
+        "scratch": lambda: SupervisedStage(c.kd.epochs, use_teacher=False, name="scratch"),
+        "kd": lambda: SupervisedStage(c.kd.epochs, use_teacher=True, name="kd"),
+        "finetune": lambda: SupervisedStage(c.kd.epochs, use_teacher=True, name="finetune"),
+    }
+    return [make[name]() for name in get_method(c.method).stages]
 
 
 def needs_generative(method: str) -> bool:
-    return method not in ("scratch", "kd")
+    return get_method(method).needs_generative

@@ -42,6 +42,8 @@ def test_bn_loss_layer_mean_by_hand():
     l1 = abs(mu1 - 0.5) + 2.0  # one channel: |Δμ| + |0 − 2|
     assert hook.loss("layer_mean").item() == pytest.approx((l0 + l1) / 2, rel=1e-5)
     net(x)
+    assert hook.loss("layer_sum").item() == pytest.approx(l0 + l1, rel=1e-5)
+    net(x)
     concat = math.sqrt(2.0**2 + (mu1 - 0.5) ** 2) + math.sqrt(1.0 + 1.0 + 4.0)
     assert hook.loss("concat").item() == pytest.approx(concat, rel=1e-5)
     net(x)
