@@ -66,10 +66,32 @@ VARIANTS: dict[str, list[str]] = {
     "bank-input-k10-bnmean5": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
                                "module1.w_input=10", "module1.student_steps=10", "module1.bn_form=layer_mean",
                                "module1.w_bn=5"],
+    # the paper's data-free baselines (augkd.methods): each fixes its own loss weights on the same budget
+    **{m: [f"method={m}"] for m in ("deepinversion", "dfq", "cmi", "zskt", "dafl")},
 }  # fmt: skip
 
 
-def run_one(preset: str, variant: str, seed: int, extra: list[str], work: Path) -> dict:
+def _method(variant: str) -> str:
+    return next((o.split("=", 1)[1] for o in VARIANTS[variant] if o.startswith("method=")), "dfkd")
+
+
+def run_finetune(preset: str, variant: str, seed: int, extra: list[str], run_dir: Path) -> float:
+    """The "+" row: the variant's Module 1 (reused from ``run_dir``), then KD fine-tuning on the labelled
+    split (``METHOD-ft``); returns its test Acc@1."""
+    from augkd.config import load_config
+    from augkd.training import distill
+
+    ft_dir = run_dir / "ft"
+    if not (ft_dir / "summary.json").is_file():
+        sets = ["method=dfkd", f"train.seed={seed}", *VARIANTS[variant], *extra]
+        sets += [f"method={_method(variant)}-ft", f"module1.init_from={run_dir}"]
+        distill(
+            load_config(f"configs/{preset}.yaml", sets), ft_dir, resume=(ft_dir / "checkpoints" / "state.pt").is_file()
+        )
+    return json.loads((ft_dir / "summary.json").read_text())["test"]["acc1"]
+
+
+def run_one(preset: str, variant: str, seed: int, extra: list[str], work: Path, finetune: bool = False) -> dict:
     from augkd.config import load_config
     from augkd.training import distill
 
@@ -86,7 +108,9 @@ def run_one(preset: str, variant: str, seed: int, extra: list[str], work: Path) 
         "teacher_acc1": s["teacher_test"]["acc1"], "fid_eval": h.get("fid_eval"), "fid_gen": h.get("fid_gen"),
         "gen_class_entropy": h.get("gen_class_entropy"), "gen_std_ratio": h.get("gen_std_ratio"),
         "selected_epoch": h.get("selected_epoch"), "images_synthesised": h.get("images_synthesised"),
-        "module1_s": s["timings"].get("module1"), "precision": s["precision"], "fid_eval_curve": curve,
+        "module1_s": s["timings"].get("module1"), "precision": s["precision"], "method": _method(variant),
+        "ft_test_acc1": run_finetune(preset, variant, seed, extra, run_dir) if finetune else None,
+        "fid_eval_curve": curve,
     }  # fmt: skip
 
 
@@ -122,6 +146,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra overrides for every run")
     ap.add_argument("--tag", default=None, help="results file name (default: the presets)")
     ap.add_argument("--work", default="runs/bench-datafree")
+    ap.add_argument("--finetune", action="store_true", help="also the '+' row: Module 1, then KD on the labels")
     ap.add_argument("--results", default="benchmarks/results")
     args = ap.parse_args()
 
@@ -130,12 +155,17 @@ def main() -> None:
     from augkd.utils import augkd_version, cpu_name, git_sha
 
     t0 = time.time()
-    rows = [run_one(p, v, int(s), args.set, Path(args.work)) for p in args.presets.split(",")
+    rows = [run_one(p, v, int(s), args.set, Path(args.work), args.finetune) for p in args.presets.split(",")
             for v in args.variants.split(",") for s in args.seeds.split(",")]  # fmt: skip
-    summary: dict[str, dict] = {}
+    summary: dict[str, list[dict]] = {}
     for r in rows:
-        summary.setdefault(f"{r['preset']}/{r['variant']}", []).append(r["test_acc1"])  # type: ignore[arg-type]
-    table = {k: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+        summary.setdefault(f"{r['preset']}/{r['variant']}", []).append(r)
+
+    def stats(vals: list[float]) -> dict[str, float]:
+        return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+    table = {k: {**stats([r["test_acc1"] for r in v]), "module1_s": statistics.fmean(r["module1_s"] for r in v),
+                 "ft": stats([r["ft_test_acc1"] for r in v]) if v[0]["ft_test_acc1"] is not None else None}
              for k, v in summary.items()}  # fmt: skip
     tag = args.tag or args.presets.replace(",", "+")
     res = Path(args.results)
@@ -152,9 +182,10 @@ def main() -> None:
            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     (res / f"datafree-{tag}.json").write_text(json.dumps(out, indent=2) + "\n")
     plot(rows, res / f"datafree-{tag}.png")
-    print(f"{'setting/variant':32s} {'test Acc@1':>12s}  runs")
+    print(f"{'setting/variant':36s} {'data-free Acc@1':>16s} {'+ fine-tuned':>14s} {'Module 1 s':>10s}  runs")
     for k, v in table.items():
-        print(f"{k:32s} {100 * v['mean']:7.1f} ± {100 * v['std']:4.1f}  {v['n']}")
+        ft = f"{100 * v['ft']['mean']:6.1f} ± {100 * v['ft']['std']:4.1f}" if v["ft"] else "-"
+        print(f"{k:36s} {100 * v['mean']:8.1f} ± {100 * v['std']:4.1f} {ft:>14s} {v['module1_s']:10.0f}  {v['n']}")
 
 
 if __name__ == "__main__":
