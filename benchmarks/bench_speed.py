@@ -3,10 +3,15 @@
 Configuration (issue #3): batch 256, latent 100, the official generator width (256) and encoder width
 (64), MobileNetV3-Small student (width 1.0), the ccexam SVHN teacher, 2 threads, CPU. fp32 and bf16
 (autocast) are measured separately: median and 20/80 percentiles after 10 warm-up iterations.
-The official code's figure (10.6 s median per iteration on this machine) is a reference quoted in the
-issue; it is not re-run here.
+The official code's figures are references quoted in the issues, with the machine they were measured on
+(10.6 s per iteration on an AMD EPYC 2-core machine, issue 3; 12.6 s on an Intel Xeon with AMX, issue 14);
+they are not re-run here.
 
-    .venv/bin/python benchmarks/bench_speed.py --iters 10 --warmup 10
+``--synthesis`` times AuG-KD's synthesis options at the same configuration beside the official loop:
+``official`` (fresh G batches for the k student steps), ``augkd`` (the input-statistics prior, the masked
+adversarial term, jitter and a 20,000-image bank the k student steps draw from; docs/decisions.md).
+
+    .venv/bin/python benchmarks/bench_speed.py --iters 10 --warmup 10 --synthesis official,augkd
 """
 
 from __future__ import annotations
@@ -21,6 +26,14 @@ from pathlib import Path
 import torch
 
 OFFICIAL_S_PER_ITER = 10.6  # quoted in issue #3: the official code patched for CPU, same configuration
+OFFICIAL_REFERENCES = [
+    {"s_per_iter": 10.6, "machine": "AMD EPYC, 2 cores", "source": "issue 3"},
+    {"s_per_iter": 12.6, "machine": "Intel Xeon (AMX), 2 cores", "source": "issue 14 (median of 8 after 4 warm-ups)"},
+]
+SYNTHESIS = {
+    "official": [],
+    "augkd": ["module1.w_input=10", "module1.adv_mask=true", "module1.jitter=2", "module1.bank_size=20000"],
+}
 
 
 def _sync(dev: torch.device) -> None:
@@ -36,6 +49,7 @@ def measure(
     channels_last: bool,
     device: str = "cpu",
     fp32_nets: tuple[str, ...] = (),
+    synthesis: str = "official",
 ) -> dict:
     from augkd.config import load_config
     from augkd.data import load_domain
@@ -47,7 +61,7 @@ def measure(
     overrides = [f"train.precision={precision}", f"train.channels_last={channels_last}", f"module1.batch_size={batch}",
                  "generator.width=256", "generator.encoder_width=64", "generator.latent_dim=100",
                  "student.arch=mobilenet_v3_small", "student.kwargs={width_mult: 1.0}", "data.dataset=digits",
-                 f"train.fp32_nets=[{','.join(fp32_nets)}]"]  # fmt: skip
+                 f"train.fp32_nets=[{','.join(fp32_nets)}]", *SYNTHESIS[synthesis]]  # fmt: skip
     cfg = load_config(None, overrides)
     data = load_domain(cfg.data)
     teacher, _ = load_teacher(cfg, data)
@@ -62,15 +76,19 @@ def measure(
     for i in range(warmup + iters):
         _sync(dev)
         t0 = time.perf_counter()
-        stage._generator_step(ctx, batch)
-        stage._student_steps(ctx, batch)
+        _, generated = stage._generator_step(ctx, batch)
+        if stage.bank is not None:
+            stage._bank_steps(ctx, batch, generated)
+        else:
+            stage._student_steps(ctx, batch)
         _sync(dev)
         dt = time.perf_counter() - t0
         if i >= warmup:
             times.append(dt)
         print(f"{precision} iter {i}: {dt:.2f}s", flush=True)
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
-    return {"precision": precision, "channels_last": channels_last, "fp32_nets": list(fp32_nets), "batch": batch,
+    return {"synthesis": synthesis, "precision": precision, "channels_last": channels_last,
+            "fp32_nets": list(fp32_nets), "batch": batch,
             "iters": iters, "warmup": warmup,
             "median_s": statistics.median(times), "p20_s": q[1], "p80_s": q[7], "times_s": times,
             "speedup_vs_official": OFFICIAL_S_PER_ITER / statistics.median(times)}  # fmt: skip
@@ -83,6 +101,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--synthesis", default="official", help="comma-separated: " + ", ".join(SYNTHESIS))
     ap.add_argument("--fp32-nets", default="student", help="networks kept in fp32 under bf16 (train.fp32_nets)")
     ap.add_argument("--device", default="cpu", help="cpu (the issue's target) or cuda")
     ap.add_argument(
@@ -100,7 +119,9 @@ def main() -> None:
     os.environ.setdefault("AUGKD_KERNEL_BACKEND", "torch")
     fp32 = tuple(n for n in args.fp32_nets.split(",") if n)
     rows = [
-        measure(p, args.iters, args.warmup, args.batch, True, args.device, fp32) for p in args.precisions.split(",")
+        measure(p, args.iters, args.warmup, args.batch, True, args.device, fp32, syn)
+        for syn in args.synthesis.split(",")
+        for p in args.precisions.split(",")
     ]
     from bench_kernels import device_slug  # benchmarks/ is this script's directory
 
@@ -111,7 +132,8 @@ def main() -> None:
     if args.out is None:
         args.out = f"benchmarks/results/speed-module1-{device_slug(args.device)}.json"
 
-    result = {"benchmark": "module1_iteration", "official_reference_s": OFFICIAL_S_PER_ITER, "rows": rows,
+    result = {"benchmark": "module1_iteration", "official_reference_s": OFFICIAL_S_PER_ITER,
+              "official_references": OFFICIAL_REFERENCES, "rows": rows,
               "device": device_name, "threads": args.threads, "malloc": "keep" if malloc_kept else "system",
               "torch": torch.__version__,
               "augkd": augkd_version(), "git_sha": git_sha(), "load_avg_at_end": os.getloadavg(),
@@ -119,9 +141,8 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:
-        print(
-            f"{r['precision']}: median {r['median_s']:.2f}s/iter  ({r['speedup_vs_official']:.1f}x vs official 10.6s)"
-        )
+        print(f"{r['synthesis']:9s} {r['precision']}: median {r['median_s']:.2f}s/iter  "
+              f"({r['speedup_vs_official']:.1f}x vs the official code's 10.6 s on AMD EPYC)")  # fmt: skip
 
 
 if __name__ == "__main__":
