@@ -77,6 +77,9 @@ class Module1Config(_Base):
     iters_per_epoch: int = Field(200, ge=1)
     batch_size: int = Field(256, ge=2)
     student_steps: int = Field(5, ge=1)  # k student/encoder steps per generator step
+    # encoder steps per generator step (the first n of the k student steps also step E); None = k (official).
+    # E only serves Modules 2 and 3; in bank mode its steps all use the generator step's own batch
+    encoder_steps: int | None = Field(None, ge=1)
     g_lr: float = Field(1e-3, gt=0)
     s_lr: float = Field(1e-3, gt=0)
     s_wd: float = Field(1e-4, ge=0)
@@ -122,6 +125,11 @@ class Module1Config(_Base):
 
     @model_validator(mode="after")
     def _check_contrast(self) -> Module1Config:
+        if self.encoder_steps is not None and self.encoder_steps > self.student_steps:
+            raise ValueError(
+                f"module1.encoder_steps={self.encoder_steps} exceeds module1.student_steps="
+                f"{self.student_steps}: the encoder steps are the first n of the k student steps"
+            )
         if self.w_contrast > 0 and self.bank_size == 0:
             raise ValueError(
                 "module1.w_contrast > 0 draws its negatives from the memory bank: set module1.bank_size > 0"

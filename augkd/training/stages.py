@@ -52,6 +52,12 @@ def _mean(rows: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     return {k: float(torch.stack([r[k].detach().float() for r in rows]).mean()) for k in rows[0]}
 
 
+def _mean_steps(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Each loss's mean over the steps that computed it."""
+    keys = dict.fromkeys(k for r in rows for k in r)
+    return {k: torch.stack([r[k] for r in rows if k in r]).mean() for k in keys}
+
+
 def jitter(x: torch.Tensor, pixels: int) -> torch.Tensor:
     """Shift the whole batch by a random (dy, dx) in [−pixels, pixels]², filling with reflected borders
     (DeepInversion's jitter before the teacher); ``pixels`` = 0 returns ``x``."""
@@ -168,18 +174,26 @@ class DataFreeStage(Stage):
         z, x_new, y_new = batch
         self.bank.add(x_new)
         out: list[dict[str, torch.Tensor]] = []
-        for _ in range(c.student_steps):
+        n_enc = c.encoder_steps or c.student_steps
+        for i in range(c.student_steps):
             x = _cl(jitter(self.bank.sample(bsz), c.jitter), ctx)
             with torch.no_grad(), ctx.autocast():
                 t = ctx.teacher(x).float()
-            out.append(self._student_encoder_step(ctx, x, t, x_new, y_new, z))
-        return {k2: torch.stack([o[k2] for o in out]).mean() for k2 in out[0]}
+            out.append(self._student_encoder_step(ctx, x, t, x_new, y_new, z, train_encoder=i < n_enc))
+        return _mean_steps(out)
 
     def _student_encoder_step(
-        self, ctx: RunContext, x: torch.Tensor, t: torch.Tensor, x_e: torch.Tensor, y_e: torch.Tensor, z: torch.Tensor
+        self,
+        ctx: RunContext,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        x_e: torch.Tensor,
+        y_e: torch.Tensor,
+        z: torch.Tensor,
+        train_encoder: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """One student step (KL to the teacher's logits ``t`` on ``x``), then one encoder step that maps
-        (``x_e``, label ``y_e``) back to the latents ``z`` that generated ``x_e``."""
+        """One student step (KL to the teacher's logits ``t`` on ``x``), then (``train_encoder``) one encoder
+        step that maps (``x_e``, label ``y_e``) back to the latents ``z`` that generated ``x_e``."""
         c = ctx.cfg.module1
         s, e = ctx.net("student"), ctx.net("encoder")
         with ctx.autocast():
@@ -187,6 +201,8 @@ class DataFreeStage(Stage):
             ls = student_kd_loss(s_out, t, None, u=0.0, tau=c.kd_tau, backend=ctx.backend)
         ctx.check_finite({"loss": ls}, "module1 student step")
         self.optimize(ctx, "student", ls)
+        if not train_encoder:
+            return {"s_kl": ls.detach()}
         with ctx.autocast():
             z_hat, mu, logvar = e(x_e, y_e)
         le = encoder_loss(z_hat.float(), z, mu.float(), logvar.float(), c.kld_weight)
@@ -197,7 +213,7 @@ class DataFreeStage(Stage):
     def _student_steps(self, ctx: RunContext, bsz: int) -> dict[str, torch.Tensor]:
         c = ctx.cfg.module1
         g = ctx.nets["generator"]  # G only runs under no_grad here
-        k = c.student_steps
+        k, n_enc = c.student_steps, c.encoder_steps or c.student_steps
         z_all = torch.randn(k * bsz, ctx.cfg.generator.latent_dim, device=ctx.device)
         with torch.no_grad(), ctx.autocast():
             # G (train mode) normalises with its batch statistics, so it runs once per step's batch, as k
@@ -209,8 +225,8 @@ class DataFreeStage(Stage):
         for i in range(k):
             sl = slice(i * bsz, (i + 1) * bsz)
             x, t, z = x_all[sl], t_all[sl], z_all[sl]
-            out.append(self._student_encoder_step(ctx, x, t, x, t.argmax(dim=1), z))
-        return {k2: torch.stack([o[k2] for o in out]).mean() for k2 in out[0]}
+            out.append(self._student_encoder_step(ctx, x, t, x, t.argmax(dim=1), z, train_encoder=i < n_enc))
+        return _mean_steps(out)
 
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
         bsz = ctx.cfg.module1.batch_size

@@ -166,3 +166,28 @@ def test_image_priors_enter_the_generator_loss(tmp_path):
     distill(cfg, tmp_path / "priors")
     row = _rows(tmp_path / "priors" / "metrics.csv")[0]
     assert float(row["g_input"]) > 0 and float(row["g_tv"]) > 0
+
+
+@pytest.mark.parametrize("bank", [0, 100])
+def test_encoder_steps_are_the_first_n_student_steps(bank, tmp_path, monkeypatch):
+    from collections import Counter
+
+    from augkd.training.stages import DataFreeStage
+
+    calls: Counter[str] = Counter()
+    real = DataFreeStage.optimize
+
+    def spy(self, ctx, name, loss):
+        calls[name] += 1
+        return real(self, ctx, name, loss)
+
+    monkeypatch.setattr(DataFreeStage, "optimize", spy)
+    cfg = load_config(SMOKE, ["method=dfkd", "train.save_images=false", "module1.epochs=1", "module1.student_steps=2",
+                              "module1.encoder_steps=1", f"module1.bank_size={bank}"])  # fmt: skip
+    distill(cfg, tmp_path / "enc")
+    iters = cfg.module1.iters_per_epoch
+    assert calls == Counter(generator=iters, student=2 * iters, encoder=iters)
+    row = _rows(tmp_path / "enc" / "metrics.csv")[0]
+    assert math.isfinite(float(row["e_loss"])) and math.isfinite(float(row["s_kl"]))
+    with pytest.raises(Exception, match="encoder_steps=3 exceeds"):
+        load_config(SMOKE, ["module1.student_steps=2", "module1.encoder_steps=3"])
