@@ -262,6 +262,8 @@ def distill(
         health = _module1_health(cfg, run_dir)
         if health is not None:
             summary["module1_health"] = health
+        if (run_dir / "checkpoints" / "module2" / "anchors.json").is_file():
+            summary["anchors"] = json.loads((run_dir / "checkpoints" / "module2" / "anchors.json").read_text())
         if resume:
             from augkd.training.resume import read_resume_overrides
 

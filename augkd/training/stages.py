@@ -419,6 +419,10 @@ class AnchorStage(Stage):
     def finish(self, ctx: RunContext) -> None:
         super().finish(ctx)
         set_trainable(ctx.nets["anchor"], False)
+        if ctx.is_main:
+            from augkd.utils import atomic_write_json
+
+            atomic_write_json(ctx.run_dir / "checkpoints" / self.name / "anchors.json", anchor_measures(ctx))
 
     @torch.no_grad()
     def images(self, ctx: RunContext, out_dir: Path) -> None:
@@ -430,6 +434,45 @@ class AnchorStage(Stage):
         g = ctx.nets["generator"]
         save_rows([x, g(z).float(), g(z_a).float()], ["student image", "G(E(x))", "anchor G(A(E(x)))"],
                   out_dir / "module2_anchors.png", title="Module 2: student images beside their anchors")  # fmt: skip
+
+
+def within_class_std(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean over classes (with ≥ 2 images) of the mean per-pixel std over that class's images."""
+    stds = [x[y == c].float().std(dim=0).mean() for c in y.unique() if int((y == c).sum()) >= 2]
+    return float(torch.stack(stds).mean()) if stds else float("nan")
+
+
+@torch.no_grad()
+def anchor_measures(ctx: RunContext, limit: int = 512) -> dict[str, float]:
+    """Whether the anchors are sample-specific, on up to ``limit`` eval-split images x with labels y:
+
+    ``recon_agree``: the teacher's top-1 on G(E(x)) equals its top-1 on x (reconstruction consistency);
+    ``anchor_label_agree``: the teacher's top-1 on the anchor image G(A(E(x))) is y; ``anchor_conf``: the
+    teacher's mean top-1 probability on anchor images; ``anchor_std_ratio`` / ``recon_std_ratio``: the
+    within-class pixel std of anchor / G(E(x)) images over the real images' (1 = as varied as the real
+    images of a class, 0 = one image per class)."""
+    x = ctx.data.eval.images[:limit].float().div(255.0).to(ctx.device)
+    y = ctx.data.eval.labels[:limit].to(ctx.device)
+    e, a, g = ctx.nets["encoder"], ctx.nets["anchor"], ctx.nets["generator"]
+    was = {n: ctx.nets[n].training for n in ("encoder", "anchor", "generator")}
+    for net in (e, a, g):
+        net.eval()
+    with ctx.autocast():
+        z, _, _ = e(x, y)
+        z_a, _ = a(z, y)
+        x_r, x_a = g(z).float(), g(z_a).float()
+        t_x, t_r, t_a = (ctx.teacher(v).float() for v in (x, x_r, x_a))
+    for n, mode in was.items():
+        ctx.nets[n].train(mode)
+    real_std = within_class_std(x, y)
+    return {
+        "images": int(len(y)),
+        "recon_agree": float((t_r.argmax(1) == t_x.argmax(1)).float().mean()),
+        "anchor_label_agree": float((t_a.argmax(1) == y).float().mean()),
+        "anchor_conf": float(t_a.softmax(1).max(1).values.mean()),
+        "anchor_std_ratio": within_class_std(x_a, y) / real_std,
+        "recon_std_ratio": within_class_std(x_r, y) / real_std,
+    }
 
 
 class MixupStage(Stage):

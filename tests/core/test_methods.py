@@ -103,3 +103,28 @@ def test_baseline_terms_enter_the_generator_loss(method, tmp_path):
         row = next(r for r in csv.DictReader(fh) if r["stage"] == "module1")
     term = {"cmi": "g_contrast", "dafl": "g_act"}[method]
     assert math.isfinite(float(row[term])) and float(row[term]) != 0.0
+
+
+def test_within_class_std_by_hand():
+    from augkd.training.stages import within_class_std
+
+    # class 0: pixels {0, 2} and {1, 1} → per-pixel std (√2, 0), mean √2/2; class 1: one image (skipped)
+    x = torch.tensor([[0.0, 1.0], [2.0, 1.0], [5.0, 5.0]])
+    y = torch.tensor([0, 0, 1])
+    assert within_class_std(x, y) == pytest.approx(math.sqrt(2) / 2)
+    assert math.isnan(within_class_std(x[2:], y[2:]))
+
+
+def test_augkd_run_reports_anchor_measures(tmp_path):
+    import json
+
+    from augkd.training import distill
+
+    cfg = load_config(SMOKE, ["train.save_images=false", "module3.epochs=1"])
+    distill(cfg, tmp_path / "r")
+    a = json.loads((tmp_path / "r" / "summary.json").read_text())["anchors"]
+    assert a["images"] == min(512, 179)  # the smoke eval split: 10% of digits' 1,797 images
+    for k in ("recon_agree", "anchor_label_agree", "anchor_conf"):
+        assert 0.0 <= a[k] <= 1.0, (k, a)
+    assert a["anchor_conf"] >= 0.1  # a top-1 probability over 10 classes is at least 1/10
+    assert a["anchor_std_ratio"] >= 0 and a["recon_std_ratio"] >= 0
