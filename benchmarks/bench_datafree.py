@@ -69,6 +69,12 @@ VARIANTS: dict[str, list[str]] = {
     # the same with one encoder step per generator step (E only serves Modules 2 and 3): ~30% less time
     "bank-input-k10-e1": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
                           "module1.w_input=10", "module1.student_steps=10", "module1.encoder_steps=1"],
+    # twice the student steps per generator step: the student, not the generator, is what lags
+    "bank-input-k20-e1": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
+                          "module1.w_input=10", "module1.student_steps=20", "module1.encoder_steps=1"],
+    "bank-input-k20-e1-bnmean": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
+                                 "module1.w_input=10", "module1.student_steps=20", "module1.encoder_steps=1",
+                                 "module1.bn_form=layer_mean"],
     # the paper's data-free baselines (augkd.methods): each fixes its own loss weights on the same budget
     **{m: [f"method={m}"] for m in ("deepinversion", "dfq", "cmi", "zskt", "dafl")},
 }  # fmt: skip
