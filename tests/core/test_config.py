@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from augkd.config import DistillConfig, TeacherTrainConfig, dump_config, load_config, parse_override
@@ -19,7 +21,14 @@ def test_config_yaml_round_trip(tmp_path):
     assert again == cfg
 
 
-@pytest.mark.parametrize("preset", ["smoke", "svhn-mnist", "svhn-mnist-10shot", "paper-office31"])
+DISTILL_PRESETS = sorted(p.stem for p in Path("configs").glob("*.yaml") if not p.stem.startswith("teacher-"))
+
+
+def test_every_distill_preset_is_checked():
+    assert {"smoke", "svhn-mnist", "mnist-datafree", "mnist-mnistm-10shot"} <= set(DISTILL_PRESETS)
+
+
+@pytest.mark.parametrize("preset", DISTILL_PRESETS)
 def test_presets_load(preset):
     cfg = load_config(f"configs/{preset}.yaml")
     assert isinstance(cfg, DistillConfig)
