@@ -58,7 +58,7 @@ def diagnose() -> dict[str, Any]:
     """A dict describing the environment, with plain true/false answers."""
     import torch
 
-    from augkd.training.engine import cpu_supports_bf16
+    from augkd.training.precision import cpu_supports_bf16
     from augkd.utils import augkd_version
 
     info: dict[str, Any] = {

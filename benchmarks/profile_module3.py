@@ -58,7 +58,7 @@ def main() -> None:
     for n in ("student", "generator", "encoder"):
         nets[n].to(memory_format=torch.channels_last)
     teacher.to(memory_format=torch.channels_last)
-    from augkd.training.engine import pick_precision
+    from augkd.training.precision import pick_precision
 
     precision = pick_precision(cfg.train.precision, torch.device("cpu"))
     ctx = RunContext(cfg, Path("/tmp"), data, teacher, nets, torch.device("cpu"), precision,

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from . import fused_mixup, kd_loss, latent_mix, uncertainty
 from ._dispatch import interpret_mode, triton_import_error
+from ._ops import fused_mixup, kd_loss, latent_mix, uncertainty
 
 Row = dict[str, Any]
 _FIELDS = ("op", "device", "dtype", "check", "max_abs_err", "tol", "passed", "ms_triton", "ms_torch", "note")

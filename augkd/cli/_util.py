@@ -12,7 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
-err_console = Console(stderr=True)
+from augkd.progress import err_console
+
 out_console = Console()
 
 

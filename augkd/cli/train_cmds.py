@@ -125,7 +125,8 @@ def _check_resume_args(config: Path | None, method: str | None, seeds: str | Non
 
 
 def _dist_spec(devices: int | None, strategy: str, precision: str | None, num_nodes: int | None) -> DistSpec:
-    from augkd.training.dist import PRECISIONS, STRATEGIES, DistSpec
+    from augkd.training.dist import STRATEGIES, DistSpec
+    from augkd.training.precision import PRECISIONS
 
     if strategy not in STRATEGIES:
         raise typer.BadParameter(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
@@ -206,9 +207,9 @@ def teacher_cmd(
             "with your --set overrides" if overrides else "augkd.config.TeacherTrainConfig's defaults",
         )  # fmt: skip
     if show_progress(quiet):
-        from augkd.training.pipeline import _progress
+        from augkd.progress import make_progress
 
-        with _progress() as prog:
+        with make_progress() as prog:
             res = train_teacher(cfg, out_dir, progress=prog)
     else:
         res = train_teacher(cfg, out_dir)

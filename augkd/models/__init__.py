@@ -1,5 +1,7 @@
 """Networks by name: classifiers (torchvision, small CNNs, pretrained ccexam teachers) and AuG-KD's G, E, A."""
 
+# Importing the model files registers their architectures in the registry (a leaf they import from).
+from augkd.models import generative, small, torchvision_models  # noqa: F401
 from augkd.models.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,

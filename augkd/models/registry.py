@@ -2,6 +2,9 @@
 
 Every network augkd builds (teachers, students, generator, encoder, anchor) goes through here, so a
 checkpoint's sidecar can name its architecture and be rebuilt without repeating arguments.
+
+A leaf: the model files import ``register_model`` from here, and the package ``augkd.models`` imports the
+model files (which registers them) before anyone can reach this module.
 """
 
 from __future__ import annotations
@@ -52,14 +55,8 @@ def register_model(name: str, **info: Any) -> Callable[[Callable[..., nn.Module]
     return deco
 
 
-def _ensure_loaded() -> None:
-    # Import the modules that register architectures (kept lazy so `import augkd` stays cheap).
-    from augkd.models import generative, small, torchvision_models  # noqa: F401
-
-
 def get_model_info(name: str) -> ModelInfo:
     """The registry entry of ``name``; an unknown name is a ConfigError listing the known ones."""
-    _ensure_loaded()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
@@ -69,7 +66,6 @@ def get_model_info(name: str) -> ModelInfo:
 
 def list_models(pattern: str = "*", kind: str | None = None) -> list[str]:
     """Names of registered architectures matching a glob ``pattern`` (and ``kind``), sorted."""
-    _ensure_loaded()
     return sorted(n for n, i in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (kind is None or i.kind == kind))
 
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from augkd.errors import ConfigError
+from augkd.training.precision import PRECISION_ALIASES, PRECISIONS, fabric_precision
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
@@ -48,9 +49,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "ddp")
-PRECISIONS = ("auto", "32-true", "bf16-mixed")
-_PRECISION_ALIASES = {"32": "32-true", "fp32": "32-true", "32-true": "32-true", "bf16": "bf16-mixed",
-                      "bf16-mixed": "bf16-mixed", "auto": "auto"}  # fmt: skip
 _ELASTIC_VARS = ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "WORLD_SIZE")
 
 
@@ -74,7 +72,7 @@ class DistSpec:
             raise ConfigError(f"--num-nodes must be >= 1, got {self.num_nodes}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}: choose from {', '.join(STRATEGIES)}")
-        if self.precision is not None and self.precision not in _PRECISION_ALIASES:
+        if self.precision is not None and self.precision not in PRECISION_ALIASES:
             raise ConfigError(
                 f"unsupported precision {self.precision!r}: choose from {', '.join(PRECISIONS)} "
                 "(16-mixed needs a gradient scaler per optimiser and is not supported)"
@@ -99,30 +97,6 @@ def resolve_layout(spec: DistSpec) -> tuple[int, int]:
                 "leave both out under torchrun, or pass --nproc-per-node and --nnodes values that agree"
             )
     return devices or 1, nodes or 1
-
-
-def fabric_precision(requested: str | None, train_precision: str, device_type: str, world_size: int) -> str:
-    """A Fabric precision string from ``--precision`` (wins) or ``train.precision``.
-
-    ``fp32`` → ``32-true``; ``bf16`` → ``bf16-mixed``; ``auto`` → ``bf16-mixed`` on GPUs with bf16 and, for a
-    single process, on CPUs with AVX-512 BF16/AMX (the engine's earlier behaviour); DDP on CPU stays
-    ``32-true`` (gloo all-reduces fp32 gradients either way, and the CPU runs are the exactness tests).
-    """
-    from augkd.training.engine import cpu_supports_bf16
-
-    name = _PRECISION_ALIASES.get(requested or "auto", requested or "auto")
-    if name == "auto":
-        name = _PRECISION_ALIASES[train_precision]
-    if name != "auto":
-        return name
-    if device_type == "cuda":
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if world_size == 1 and cpu_supports_bf16() else "32-true"
-
-
-def legacy_precision(fabric_name: str) -> str:
-    """The engine's short name ("bf16"/"fp32") of a Fabric precision string (summary.json, logs)."""
-    return "bf16" if fabric_name.startswith("bf16") else "fp32"
 
 
 def make_fabric(train: TrainConfig, spec: DistSpec | None = None) -> Fabric:

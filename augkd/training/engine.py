@@ -39,24 +39,6 @@ from augkd.utils import atomic_write_text
 logger = logging.getLogger(__name__)
 
 
-def cpu_supports_bf16() -> bool:
-    """True on x86 CPUs with AVX-512 BF16 or AMX (where bf16 matmuls are fast)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def pick_precision(requested: str, device: torch.device) -> str:
-    """auto → bf16 on CUDA (if supported) and on CPUs with AVX-512 BF16/AMX, else fp32."""
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_supports_bf16() else "fp32"
-
-
 @dataclass
 class RunContext:
     """Everything a stage needs: config, data, frozen teacher, networks, device, precision, RNG."""

@@ -24,8 +24,9 @@ from augkd.data import DomainData, load_domain
 from augkd.errors import ConfigError, InputError
 from augkd.evaluate import FrozenTeacher, Normalize
 from augkd.models import create_model
-from augkd.training.dist import DistSpec, legacy_precision, make_fabric, rank_seed
+from augkd.training.dist import DistSpec, make_fabric, rank_seed
 from augkd.training.engine import RunContext, keep_fp32, load_stage_nets, run_stages
+from augkd.training.precision import fabric_precision_name, legacy_precision
 from augkd.training.stages import DataFreeStage, MixupStage, build_stages, needs_generative
 from augkd.utils import (
     apply_process_settings,
@@ -170,11 +171,6 @@ def place_nets(cfg: DistillConfig, teacher: FrozenTeacher, nets: dict[str, torch
             logger.warning("train.fp32_nets: method %s has no %s network; ignored", cfg.method, name)
 
 
-def fabric_precision_name(fabric: Any) -> str:
-    """The Fabric precision string of a launched Fabric ("32-true", "bf16-mixed")."""
-    return str(getattr(fabric.strategy.precision, "precision", "32-true"))
-
-
 def build_context(
     cfg: DistillConfig, run_dir: Path, fabric: Any, on_epoch_end: list[Callable[[dict[str, Any]], None]] | None = None,
     on_step_end: list[Callable[[dict[str, Any]], None]] | None = None,
@@ -242,7 +238,11 @@ def distill(
         _reuse_module1(cfg, ctx)
         stages = stages[1:]
     t0 = time.perf_counter()
-    prog = _progress() if progress and main else None
+    prog = None
+    if progress and main:
+        from augkd.progress import make_progress  # rich loads only when bars are shown
+
+        prog = make_progress()
     if prog is not None:
         with prog:
             out = run_stages(ctx, stages, prog)
@@ -336,15 +336,6 @@ def _write_pictures(cfg: DistillConfig, run_dir: Path, rows: list[dict[str, Any]
                     for e in range(st.epochs)]  # fmt: skip
             plot_schedule(vals, run_dir / "images" / "s_schedule.png",
                           f"s(e): {cfg.module3.schedule}, a={cfg.module3.a}, b={cfg.module3.b}")  # fmt: skip
-
-
-def _progress() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from augkd.cli._util import err_console
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=False)  # fmt: skip
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -9,7 +9,8 @@ from augkd.data import iterate_batches
 from augkd.data.images import ImageSet
 from augkd.errors import ConfigError
 from augkd.training import dist
-from augkd.training.dist import DistSpec, fabric_precision, rank_batches, resolve_layout, restore_rng, shard_indices
+from augkd.training.dist import DistSpec, rank_batches, resolve_layout, restore_rng, shard_indices
+from augkd.training.precision import fabric_precision
 
 
 @pytest.mark.parametrize("n,world", [(300, 2), (10, 3), (7, 4), (2, 4), (33, 1)])
@@ -80,7 +81,7 @@ def test_two_ranks_draw_disjoint_data_and_their_own_augmentation():
     ],
 )
 def test_precision_mapping(monkeypatch, requested, train, device, world, bf16_cpu, expected):
-    monkeypatch.setattr("augkd.training.engine.cpu_supports_bf16", lambda: bf16_cpu)
+    monkeypatch.setattr("augkd.training.precision.cpu_supports_bf16", lambda: bf16_cpu)
     assert fabric_precision(requested, train, device, world) == expected
 
 
