@@ -10,7 +10,8 @@ import torch
 from augkd.checkpoint import load_model, resolve_checkpoint_path
 from augkd.config import DataConfig, build_config, load_config
 from augkd.data import ImageSet, load_domain
-from augkd.evaluate import FrozenTeacher, accuracy
+from augkd.evaluate import accuracy
+from augkd.models.teacher import FrozenTeacher
 
 
 def evaluate_checkpoint(

@@ -33,7 +33,8 @@ from augkd.config import DistillConfig
 from augkd.data import DomainData
 from augkd.data.images import ImageSet
 from augkd.errors import TrainingError
-from augkd.evaluate import FrozenTeacher, Normalize, accuracy, predict_logits, topk_correct
+from augkd.evaluate import Normalize, accuracy, predict_logits, topk_correct
+from augkd.models.teacher import FrozenTeacher
 from augkd.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)

@@ -22,8 +22,9 @@ from augkd.checkpoint import ModelMeta, load_model, save_model
 from augkd.config import DistillConfig, config_to_dict, load_config, save_config
 from augkd.data import DomainData, load_domain
 from augkd.errors import ConfigError, InputError
-from augkd.evaluate import FrozenTeacher, Normalize
+from augkd.evaluate import Normalize
 from augkd.models import create_model
+from augkd.models.teacher import FrozenTeacher
 from augkd.training.dist import DistSpec, make_fabric, rank_seed
 from augkd.training.engine import RunContext, keep_fp32, load_stage_nets, run_stages
 from augkd.training.precision import fabric_precision_name, legacy_precision

@@ -110,7 +110,7 @@ def test_mnistm_validates_as_config_dataset(from_raw):
 
 def test_ccexam_mnist_teacher_drops_on_mnistm(mnist5k, from_raw):
     from augkd.checkpoint import load_model
-    from augkd.evaluate import FrozenTeacher
+    from augkd.models.teacher import FrozenTeacher
 
     net, meta = load_model("ccexam-mnist")
     assert meta.class_names == [str(i) for i in range(10)]

@@ -38,7 +38,8 @@ def test_mobilenet_width_mult():
 
 def test_ccexam_teacher_is_pretrained():
     from augkd.data import load_dataset
-    from augkd.evaluate import FrozenTeacher, accuracy
+    from augkd.evaluate import accuracy
+    from augkd.models.teacher import FrozenTeacher
 
     net, meta = load_model("ccexam-svhn")
     assert _n(net) == 815018 and meta.input_size == 32
@@ -215,7 +216,7 @@ def test_frozen_teacher_folds_bn_only_without_autograd():
     """No-grad calls run the conv–BN-folded copy (same logits up to rounding, no BN left, no state_dict entry);
     calls with autograd run the original net, so BN hooks fire and gradients reach the input."""
     from augkd.checkpoint import load_model
-    from augkd.evaluate import FrozenTeacher
+    from augkd.models.teacher import FrozenTeacher
 
     net, _ = load_model("ccexam-svhn")
     t = FrozenTeacher(net, (0.5,) * 3, (0.5,) * 3, 32)
