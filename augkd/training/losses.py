@@ -289,8 +289,3 @@ def student_kd_loss(
     if u >= 1.0 and y is not None:
         return F.cross_entropy(s_logits.float(), y)
     return kd_loss(s_logits.float(), t_logits.float(), y if u > 0 else None, u=u, tau=tau, backend=backend)
-
-
-def is_finite(x: torch.Tensor) -> bool:
-    v = float(x.detach())
-    return math.isfinite(v)

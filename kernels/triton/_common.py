@@ -9,7 +9,7 @@ import os
 
 import triton
 
-from augkd.errors import InputError, KernelUnavailableError
+from augkd.errors import KernelUnavailableError
 
 from .._checks import MAX_FUSED_COLS
 
@@ -68,19 +68,6 @@ def elementwise_settings(n_inner: int) -> tuple[int, int]:
     block = min(_ELEMWISE_BLOCK, triton.next_power_of_2(max(n_inner, 1)))
     num_warps = 4 if block >= 512 else 2 if block >= 128 else 1
     return block, num_warps
-
-
-def check_device(name: str, *tensors) -> None:
-    """Check that the tensors live on one device that the kernels can use (CUDA, or anything when interpreting)."""
-    devices = {t.device for t in tensors if t is not None}
-    if len(devices) > 1:
-        raise InputError(f"{name}: all tensors must be on one device, got {sorted(map(str, devices))}")
-    dev = next(iter(devices))
-    if dev.type != "cuda" and not INTERPRET:
-        raise KernelUnavailableError(
-            f"{name}: tensor on {dev.type}; set TRITON_INTERPRET=1 before importing augkd to emulate, "
-            "or use backend torch"
-        )
 
 
 def scalar_args(value, dummy) -> tuple[object, int, float, bool]:

@@ -18,14 +18,11 @@ Backward, with ``g = grad_out / std[c]`` (``g = grad_out`` without normalisation
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import triton
 import triton.language as tl
 
-from .._checks import channel_stats, prepare_mix_args
-from ._common import check_device, elementwise_settings, scalar_args
+from ._common import elementwise_settings, scalar_args
 
 _MAX_GRID_Y = 65535
 
@@ -153,38 +150,6 @@ class FusedMixupFunction(torch.autograd.Function):
                 BLOCK_SIZE=block, num_warps=num_warps,
             )  # fmt: skip
         return grad_gen, grad_real, None, None, None
-
-
-def fused_mixup_triton(
-    x_gen: torch.Tensor,
-    x_real: torch.Tensor,
-    s: float | torch.Tensor,
-    mean: Sequence[float] | torch.Tensor | None = None,
-    std: Sequence[float] | torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Triton launcher of :func:`augkd.kernels.reference.fused_mixup_torch` (same arguments and result).
-
-    Raises:
-        InputError: wrong rank, dtype, shapes or devices, or a bad ``s``/``mean``/``std``.
-        KernelUnavailableError: tensors on CPU without ``TRITON_INTERPRET=1``.
-    """
-    x_gen, x_real, sv = prepare_mix_args("x_gen", x_gen, "x_real", x_real, s, 4, "[B, C, H, W] images")
-    check_device("fused_mixup", x_gen, x_real)
-    stats = channel_stats(mean, std, x_gen.shape[1], x_gen.device)
-    m, sd = stats if stats is not None else (None, None)
-    return FusedMixupFunction.apply(x_gen, x_real, sv, m, sd)
-
-
-def latent_mix_triton(z_a: torch.Tensor, z: torch.Tensor, s: float | torch.Tensor) -> torch.Tensor:
-    """Triton launcher of :func:`augkd.kernels.reference.latent_mix_torch` (same arguments and result).
-
-    Raises:
-        InputError: wrong rank, dtype, shapes or devices, or a bad ``s``.
-        KernelUnavailableError: tensors on CPU without ``TRITON_INTERPRET=1``.
-    """
-    z_a, z, sv = prepare_mix_args("z_a", z_a, "z", z, s, 2, "[B, L] latents")
-    check_device("latent_mix", z_a, z)
-    return FusedMixupFunction.apply(z_a, z, sv, None, None)
 
 
 def mixup_launch(a: torch.Tensor, b: torch.Tensor, s: float | torch.Tensor, mean=None, std=None) -> torch.Tensor:

@@ -37,8 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import prepare_kd_args
-from ._common import NEG_LARGE, check_device, row_settings, scalar_args
+from ._common import NEG_LARGE, row_settings, scalar_args
 
 # Rows of the [7, B] statistics buffer saved for backward.
 _N_STATS = 7  # m1, log S1 (student, T = 1); m_b, log S_b (student, τ); m_a, log S_a (teacher, τ); KL
@@ -239,26 +238,6 @@ class KDLossFunction(torch.autograd.Function):
             NEG=NEG_LARGE, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
         )  # fmt: skip
         return grad_s, grad_t, None, None, None, None
-
-
-def kd_loss_triton(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    target: torch.Tensor | None = None,
-    u: float | torch.Tensor = 0.5,
-    tau: float = 1.0,
-    reduction: str = "mean",
-) -> torch.Tensor:
-    """Triton launcher of :func:`augkd.kernels.reference.kd_loss_torch` (same arguments and result).
-
-    Raises:
-        InputError: bad shapes, dtypes or devices, ``tau <= 0``, an unknown reduction, or a non-zero ``u``
-            without ``target``.
-        KernelUnavailableError: CPU tensors without ``TRITON_INTERPRET=1``, or more than 65536 classes.
-    """
-    student, teacher, target, uv, tau, reduction = prepare_kd_args(student, teacher, target, u, tau, reduction)
-    check_device("kd_loss", student, teacher, target)
-    return KDLossFunction.apply(student, teacher, target, uv, tau, reduction)
 
 
 def kd_loss_launch(student, teacher, target, u, tau, reduction) -> torch.Tensor:

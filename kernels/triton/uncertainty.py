@@ -30,9 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import prepare_uncertainty_args
 from ..reference import Uncertainty
-from ._common import NEG_LARGE, check_device, row_settings
+from ._common import NEG_LARGE, row_settings
 
 
 @triton.jit
@@ -186,18 +185,6 @@ class UncertaintyFunction(torch.autograd.Function):
             NEG=NEG_LARGE, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
         )  # fmt: skip
         return grad_x, None
-
-
-def uncertainty_triton(logits: torch.Tensor, tau: float = 1.0) -> Uncertainty:
-    """Triton launcher of :func:`augkd.kernels.reference.uncertainty_torch` (same arguments and result).
-
-    Raises:
-        InputError: ``logits`` is not a non-empty 2-D floating tensor, or ``tau`` is not > 0.
-        KernelUnavailableError: CPU tensor without ``TRITON_INTERPRET=1``, or more than 65536 classes.
-    """
-    logits, tau = prepare_uncertainty_args(logits, tau)
-    check_device("logits", logits)
-    return Uncertainty(*UncertaintyFunction.apply(logits, tau))
 
 
 def uncertainty_launch(logits: torch.Tensor, tau: float) -> Uncertainty:
