@@ -62,7 +62,6 @@ def ensure_artifacts(
     exported from other weights is exported now into ``fallback_dir`` with default settings.
     """
     from augkd.export.onnx import export_onnx
-    from augkd.export.quantize import quantize_ort_int8
 
     if not backends:
         return {}, []
@@ -95,21 +94,33 @@ def ensure_artifacts(
             if evaluation is None:
                 raise InputError("ort-int8 needs calibration images from the run's train split and none were found: "
                                  "pass --data DATASET or run `augkd export` first")  # fmt: skip
-            base = fp32_onnx()
-            path = fallback_dir / ARTIFACT_FILES[fmt]
-            cal = evaluation.calibration_images(calibration)
-            inputs = cal if _takes_uint8(base) else evaluation.normalize(cal)
-            quantize_ort_int8(base, path, inputs.numpy())
-            notes.append(f"ort-int8: quantised {path} on the fly (defaults, {len(cal)} calibration images)")
-            found[backend] = path
+            found[backend] = _quantize_on_the_fly(fp32_onnx(), fallback_dir, evaluation, calibration, notes)
         else:
-            from augkd.export.tensorrt import build_engine
-
-            path = fallback_dir / ARTIFACT_FILES[fmt]
-            build_engine(fp32_onnx(), path, precision="fp16", timing_cache=fallback_dir / "trt_timing.cache")
-            notes.append(f"tensorrt: built fp16 engine {path} on the fly")
-            found[backend] = path
+            found[backend] = _build_engine_on_the_fly(fp32_onnx(), fallback_dir, notes)
     return found, notes
+
+
+def _quantize_on_the_fly(base: Path, fallback_dir: Path, evaluation: EvaluationData, calibration: int,
+                         notes: list[str]) -> Path:  # fmt: skip
+    """Quantise the fp32 ONNX ``base`` to int8 with default settings into ``fallback_dir`` (noted)."""
+    from augkd.export.quantize import quantize_ort_int8
+
+    path = fallback_dir / ARTIFACT_FILES["ort-int8"]
+    cal = evaluation.calibration_images(calibration)
+    inputs = cal if _takes_uint8(base) else evaluation.normalize(cal)
+    quantize_ort_int8(base, path, inputs.numpy())
+    notes.append(f"ort-int8: quantised {path} on the fly (defaults, {len(cal)} calibration images)")
+    return path
+
+
+def _build_engine_on_the_fly(base: Path, fallback_dir: Path, notes: list[str]) -> Path:
+    """Build a TensorRT fp16 engine of the fp32 ONNX ``base`` into ``fallback_dir`` (noted)."""
+    from augkd.export.tensorrt import build_engine
+
+    path = fallback_dir / ARTIFACT_FILES["tensorrt-fp16"]
+    build_engine(base, path, precision="fp16", timing_cache=fallback_dir / "trt_timing.cache")
+    notes.append(f"tensorrt: built fp16 engine {path} on the fly")
+    return path
 
 
 def _takes_uint8(path: Path) -> bool:

@@ -75,6 +75,13 @@ def measure_latency(
         raise InputError(f"need warmup >= 0, iters >= 1 and duration > 0, got {warmup}, {iters}, {duration}")
     bs = batch_size if batch_size is not None else _batch_of(inputs)
     sync = sync or getattr(runner, "synchronize", None)
+    first_call_ms = _warm_up(runner, inputs, warmup, sync)
+    times = _timed_calls(runner, inputs, iters, duration, min_iters, sync)
+    return _latency_stats(times, bs, warmup, first_call_ms)
+
+
+def _warm_up(runner: Callable[[Any], Any], inputs: Any, warmup: int, sync: Callable[[], None] | None) -> float | None:
+    """``warmup`` untimed calls; the duration of the first one in ms (None without warm-up)."""
     first_call_ms = None
     for i in range(warmup):
         t0 = time.perf_counter_ns()
@@ -83,6 +90,12 @@ def measure_latency(
             sync()
         if i == 0:
             first_call_ms = (time.perf_counter_ns() - t0) / 1e6
+    return first_call_ms
+
+
+def _timed_calls(runner: Callable[[Any], Any], inputs: Any, iters: int, duration: float | None, min_iters: int,
+                 sync: Callable[[], None] | None) -> list[int]:  # fmt: skip
+    """Nanoseconds of each timed call: ``iters`` calls, or calls until ``duration`` s (at least ``min_iters``)."""
     times: list[int] = []
     start = time.perf_counter()
     while True:
@@ -96,6 +109,10 @@ def measure_latency(
                 break
         elif time.perf_counter() - start >= duration and len(times) >= min_iters:
             break
+    return times
+
+
+def _latency_stats(times: list[int], bs: int, warmup: int, first_call_ms: float | None) -> dict[str, Any]:
     ms = np.asarray(times, dtype=np.float64) / 1e6
     mean = float(ms.mean())
     return {
@@ -254,20 +271,11 @@ def parse_batches(value: str | Sequence[int | str] | None) -> list[int]:
 
 
 def bench_latency(
-    source: str | Path,
-    backends: str | Sequence[str] | None = None,
-    batches: str | Sequence[int | str] | None = None,
-    out_dir: str | Path | None = None,
-    *,
-    data: str | None = None,
-    export_dir: str | Path | None = None,
-    threads: int | None = None,
-    warmup: int = 10,
-    iters: int = 50,
-    duration: float | None = None,
-    device: str = "cpu",
+    source: str | Path, backends: str | Sequence[str] | None = None, batches: str | Sequence[int | str] | None = None,
+    out_dir: str | Path | None = None, *, data: str | None = None, export_dir: str | Path | None = None,
+    threads: int | None = None, warmup: int = 10, iters: int = 50, duration: float | None = None, device: str = "cpu",
     write: bool = True,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """``augkd bench latency``: time each backend × batch size on the same student-domain images.
 
     Args:
@@ -286,7 +294,6 @@ def bench_latency(
         write: write the three files.
     """
     from augkd.export.artifacts import ensure_artifacts
-    from augkd.export.report import environment_info, now_iso
     from augkd.export.runtime import physical_cores
     from augkd.export.source import load_source
     from augkd.utils import resolve_device
@@ -313,26 +320,40 @@ def bench_latency(
             backend = _make_backend(name, src, artifacts, normalize, n_threads, dev)
             rows += time_backend(backend, images, sizes, warmup=warmup, iters=iters, duration=duration)
             release(backend)
-    result = {
+    settings = {"backends": names, "batches": sizes, "threads": n_threads, "warmup": warmup, "iters": iters,
+                "duration": duration, "device": str(dev)}  # fmt: skip
+    result = _latency_result(src, settings, rows, notes)
+    if write:
+        _write_result(result, out)
+    return result
+
+
+def _latency_result(src: Source, settings: dict[str, Any], rows: list[dict[str, Any]],
+                    notes: list[str]) -> dict[str, Any]:  # fmt: skip
+    """What :func:`bench_latency` returns (and writes): the model, the settings, the environment, the rows."""
+    from augkd.export.report import environment_info, now_iso
+
+    return {
         "created": now_iso(),
         "source": src.spec,
         "model": {"arch": src.meta.arch, "model_kwargs": src.meta.model_kwargs, "input_size": src.meta.input_size,
                   "num_classes": src.meta.num_classes},
-        "settings": {"backends": names, "batches": sizes, "threads": n_threads, "warmup": warmup, "iters": iters,
-                     "duration": duration, "device": str(dev)},
+        "settings": settings,
         "environment": environment_info(),
         "rows": rows,
         "notes": notes,
     }  # fmt: skip
-    if write:
-        from augkd.errors import StorageError
-        from augkd.export.errors import ResultNotSavedError
 
-        try:
-            result["files"] = {k: str(v) for k, v in write_latency_files(result, out).items()}
-        except StorageError as exc:  # the timings are not lost: the caller prints them, then the error
-            raise ResultNotSavedError(exc, result) from exc
-    return result
+
+def _write_result(result: dict[str, Any], out: Path) -> None:
+    """Write the latency files; their paths go into ``result["files"]``."""
+    from augkd.errors import StorageError
+    from augkd.export.errors import ResultNotSavedError
+
+    try:
+        result["files"] = {k: str(v) for k, v in write_latency_files(result, out).items()}
+    except StorageError as exc:  # the timings are not lost: the caller prints them, then the error
+        raise ResultNotSavedError(exc, result) from exc
 
 
 def _normalizer(src: Source) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -173,21 +173,11 @@ def _input_shape(model: onnx.ModelProto) -> list[int | str]:
 
 
 def export_onnx(
-    model: nn.Module,
-    path: str | Path,
-    input_size: int,
-    *,
-    in_chans: int = 3,
-    mean: list[float] | None = None,
-    std: list[float] | None = None,
-    with_preprocessing: bool = False,
-    softmax: bool = False,
-    exporter: str = "auto",
-    opset: int = DEFAULT_OPSET,
-    simplify: bool = True,
-    class_names: list[str] | None = None,
+    model: nn.Module, path: str | Path, input_size: int, *, in_chans: int = 3, mean: list[float] | None = None,
+    std: list[float] | None = None, with_preprocessing: bool = False, softmax: bool = False, exporter: str = "auto",
+    opset: int = DEFAULT_OPSET, simplify: bool = True, class_names: list[str] | None = None,
     metadata: dict[str, str] | None = None,
-) -> OnnxExportInfo:
+) -> OnnxExportInfo:  # fmt: skip
     """Export ``model`` (taking normalised float NCHW input) to an ONNX file with a dynamic batch axis.
 
     Args:
@@ -208,30 +198,71 @@ def export_onnx(
     Returns:
         An :class:`OnnxExportInfo` with the exporter used, the fallback reason and node counts.
     """
-    import onnx
-
-    from augkd.utils import atomic_write, augkd_version
-
-    if exporter not in EXPORTERS:
-        raise InputError(f"unknown ONNX exporter {exporter!r}: use one of {', '.join(EXPORTERS)}")
-    if opset < MIN_OPSET:
-        raise InputError(f"ONNX opset {opset} is too old: use --opset {MIN_OPSET} or newer")
-    if with_preprocessing and (mean is None or std is None):
-        raise InputError("--with-preprocessing needs the model's mean and std (they are in the checkpoint sidecar)")
+    _check_export_args(exporter, opset, with_preprocessing, mean, std)
     mean_c = list(mean)[:in_chans] if mean is not None else None
     std_c = list(std)[:in_chans] if std is not None else None
     model = model.eval()
     module = ExportWrapper(model, mean_c if with_preprocessing else None, std_c if with_preprocessing else None,
                            softmax).eval()  # fmt: skip
     output_name = "probabilities" if softmax else "logits"
+    example = _example_input(in_chans, input_size, with_preprocessing)
+
+    t0 = time.perf_counter()
+    proto, used, fallback_reason = _export_first_that_works(exporter, module, example, opset, output_name)
+    nodes_exported = count_nodes(proto)
+    simplify_note: str | None = "disabled"
+    if simplify:
+        proto, simplify_note = _simplify(proto)
+
+    meta = _graph_metadata(used, input_size, in_chans, with_preprocessing, output_name, class_names, mean_c, std_c)
+    meta.update(metadata or {})
+    path = _save_graph(proto, meta, Path(path))
+    info = OnnxExportInfo(
+        path=str(path), exporter=used, requested_exporter=exporter, fallback_reason=fallback_reason, opset=opset,
+        nodes_exported=nodes_exported, nodes_final=count_nodes(proto), simplified=simplify and simplify_note is None,
+        simplify_note=simplify_note, input_name=INPUT_NAME, output_name=output_name,
+        input_dtype="uint8" if with_preprocessing else "float32", input_shape=_input_shape(proto),
+        with_preprocessing=with_preprocessing, softmax=softmax, export_seconds=time.perf_counter() - t0, metadata=meta,
+    )  # fmt: skip
+    logger.info("ONNX (%s exporter, opset %d): %d → %d nodes after onnxslim, %s", used, opset, nodes_exported,
+                info.nodes_final, path)  # fmt: skip
+    return info
+
+
+def _save_graph(proto: onnx.ModelProto, meta: dict[str, str], path: Path) -> Path:
+    """Set the graph's metadata and producer, then write it to ``path`` atomically."""
+    import onnx
+
+    from augkd.utils import atomic_write, augkd_version
+
+    onnx.helper.set_model_props(proto, meta)
+    proto.producer_name, proto.producer_version = "augkd", augkd_version()
+    atomic_write(path, lambda p: onnx.save_model(proto, str(p)))
+    return path
+
+
+def _check_export_args(exporter: str, opset: int, with_preprocessing: bool, mean: list[float] | None,
+                       std: list[float] | None) -> None:  # fmt: skip
+    if exporter not in EXPORTERS:
+        raise InputError(f"unknown ONNX exporter {exporter!r}: use one of {', '.join(EXPORTERS)}")
+    if opset < MIN_OPSET:
+        raise InputError(f"ONNX opset {opset} is too old: use --opset {MIN_OPSET} or newer")
+    if with_preprocessing and (mean is None or std is None):
+        raise InputError("--with-preprocessing needs the model's mean and std (they are in the checkpoint sidecar)")
+
+
+def _example_input(in_chans: int, input_size: int, with_preprocessing: bool) -> torch.Tensor:
+    """A seeded batch of two inputs to trace with: uint8 images, or normalised floats."""
     dtype = torch.uint8 if with_preprocessing else torch.float32
     gen = torch.Generator().manual_seed(0)
     if with_preprocessing:
-        example = torch.randint(0, 256, (2, in_chans, input_size, input_size), dtype=dtype, generator=gen)
-    else:
-        example = torch.randn(2, in_chans, input_size, input_size, generator=gen)
+        return torch.randint(0, 256, (2, in_chans, input_size, input_size), dtype=dtype, generator=gen)
+    return torch.randn(2, in_chans, input_size, input_size, generator=gen)
 
-    t0 = time.perf_counter()
+
+def _export_first_that_works(exporter: str, module: nn.Module, example: torch.Tensor, opset: int,
+                             output_name: str) -> tuple[onnx.ModelProto, str, str | None]:  # fmt: skip
+    """(graph, exporter used, why the first one failed): ``auto`` tries dynamo, then legacy."""
     order = ["dynamo", "legacy"] if exporter == "auto" else [exporter]
     reasons: list[str] = []
     proto: onnx.ModelProto | None = None
@@ -246,13 +277,16 @@ def export_onnx(
             logger.warning("%s ONNX exporter failed: %s", name, _first_line(exc))
     if proto is None:
         raise ExportError(f"ONNX export failed ({'; '.join(reasons)}); try --exporter legacy or --opset 17")
-    fallback_reason = reasons[0] if reasons else None
-    nodes_exported = count_nodes(proto)
-    simplify_note: str | None = "disabled"
-    if simplify:
-        proto, simplify_note = _simplify(proto)
+    return proto, used, reasons[0] if reasons else None
 
-    meta = {
+
+def _graph_metadata(used: str, input_size: int, in_chans: int, with_preprocessing: bool, output_name: str,
+                    class_names: list[str] | None, mean_c: list[float] | None,
+                    std_c: list[float] | None) -> dict[str, str]:  # fmt: skip
+    """The ``augkd.*`` ``metadata_props`` of an exported graph."""
+    from augkd.utils import augkd_version
+
+    return {
         "augkd.version": augkd_version(),
         "augkd.exporter": used,
         "augkd.input_size": str(input_size),
@@ -265,21 +299,6 @@ def export_onnx(
         "augkd.mean": json.dumps(mean_c),
         "augkd.std": json.dumps(std_c),
     }  # fmt: skip
-    meta.update(metadata or {})
-    onnx.helper.set_model_props(proto, meta)
-    proto.producer_name, proto.producer_version = "augkd", augkd_version()
-    path = Path(path)
-    atomic_write(path, lambda p: onnx.save_model(proto, str(p)))
-    info = OnnxExportInfo(
-        path=str(path), exporter=used, requested_exporter=exporter, fallback_reason=fallback_reason, opset=opset,
-        nodes_exported=nodes_exported, nodes_final=count_nodes(proto), simplified=simplify and simplify_note is None,
-        simplify_note=simplify_note, input_name=INPUT_NAME, output_name=output_name,
-        input_dtype="uint8" if with_preprocessing else "float32", input_shape=_input_shape(proto),
-        with_preprocessing=with_preprocessing, softmax=softmax, export_seconds=time.perf_counter() - t0, metadata=meta,
-    )  # fmt: skip
-    logger.info("ONNX (%s exporter, opset %d): %d → %d nodes after onnxslim, %s", used, opset, nodes_exported,
-                info.nodes_final, path)  # fmt: skip
-    return info
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:

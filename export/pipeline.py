@@ -64,32 +64,15 @@ def _check_options(atol: float, min_agreement: float, parity_samples: int | None
 
 
 def export_model(
-    source: str | Path,
-    formats: str | Sequence[str] | None = None,
-    out_dir: str | Path | None = None,
-    *,
-    data: str | None = None,
-    exporter: str = "auto",
-    opset: int = 18,
-    with_preprocessing: bool = False,
-    softmax: bool = False,
-    simplify: bool = True,
-    atol: float = 1e-4,
-    min_agreement: float = 0.999,
-    parity_samples: int | None = None,
-    calibration: int = 256,
-    calibration_method: str = "minmax",
-    activation_type: str = "uint8",
-    quant_format: str = "qdq",
-    per_channel: bool = True,
-    exclude_first_last: bool = False,
-    max_acc_drop: float = 1.0,
-    latency: bool = True,
-    latency_batches: Sequence[int] = (1, 32),
-    latency_iters: int = 30,
-    threads: int | None = None,
+    source: str | Path, formats: str | Sequence[str] | None = None, out_dir: str | Path | None = None, *,
+    data: str | None = None, exporter: str = "auto", opset: int = 18, with_preprocessing: bool = False,
+    softmax: bool = False, simplify: bool = True, atol: float = 1e-4, min_agreement: float = 0.999,
+    parity_samples: int | None = None, calibration: int = 256, calibration_method: str = "minmax",
+    activation_type: str = "uint8", quant_format: str = "qdq", per_channel: bool = True,
+    exclude_first_last: bool = False, max_acc_drop: float = 1.0, latency: bool = True,
+    latency_batches: Sequence[int] = (1, 32), latency_iters: int = 30, threads: int | None = None,
     trt_max_batch: int = 256,
-) -> ExportReport:
+) -> ExportReport:  # fmt: skip
     """Export a run's student (or a checkpoint) and check every artifact on the run's student-domain test split.
 
     Args:
@@ -126,65 +109,122 @@ def export_model(
         ResultNotSavedError: the report could not be written (its ``result`` holds it); other write failures
             raise :class:`~augkd.errors.StorageError` naming the file.
     """
-    from augkd.export.data import evaluation_data
-    from augkd.export.parity import accuracy
-    from augkd.export.report import count_macs, count_parameters, environment_info, now_iso
-    from augkd.export.runtime import physical_cores
-    from augkd.export.source import load_source
+    opts = _ExportOptions(
+        parse_formats(formats), data, exporter, opset, with_preprocessing, softmax, simplify, atol, min_agreement,
+        parity_samples, calibration, calibration_method, activation_type, quant_format, per_channel,
+        exclude_first_last, max_acc_drop, latency, latency_batches, latency_iters, threads, trt_max_batch,
+    )  # fmt: skip
+    return _export(source, out_dir, opts)
 
-    fmts = parse_formats(formats)
-    _check_options(atol, min_agreement, parity_samples, calibration, max_acc_drop, latency_batches)
-    if any(f.startswith("tensorrt") for f in fmts):
+
+@dataclass(frozen=True)
+class _ExportOptions:
+    """The options of one :func:`export_model` call (``formats`` parsed, ``onnx`` first)."""
+
+    formats: list[str]
+    data: str | None
+    exporter: str
+    opset: int
+    with_preprocessing: bool
+    softmax: bool
+    simplify: bool
+    atol: float
+    min_agreement: float
+    parity_samples: int | None
+    calibration: int
+    calibration_method: str
+    activation_type: str
+    quant_format: str
+    per_channel: bool
+    exclude_first_last: bool
+    max_acc_drop: float
+    latency: bool
+    latency_batches: Sequence[int]
+    latency_iters: int
+    threads: int | None
+    trt_max_batch: int
+
+    @property
+    def quant(self) -> dict[str, Any]:
+        """The ONNX Runtime int8 settings (``Context.ort_int8``'s argument and the report's options)."""
+        return {
+            "calibration": self.calibration,
+            "method": self.calibration_method,
+            "activation_type": self.activation_type,
+            "quant_format": self.quant_format,
+            "per_channel": self.per_channel,
+            "exclude_first_last": self.exclude_first_last,
+        }
+
+
+def _export(source: str | Path, out_dir: str | Path | None, o: _ExportOptions) -> ExportReport:
+    """:func:`export_model` after its options are gathered: the artifacts, their checks, the report."""
+    _check_options(o.atol, o.min_agreement, o.parity_samples, o.calibration, o.max_acc_drop, o.latency_batches)
+    if any(f.startswith("tensorrt") for f in o.formats):
         from augkd.export.tensorrt import require_tensorrt
 
         require_tensorrt()  # fail before any work, with what is missing
+    ctx = _open_context(source, out_dir, o)
+    onnx_info = ctx.export_fp32(o.exporter, o.opset, o.simplify)
+    artifacts = [ctx.check_onnx(o.atol, o.min_agreement)]
+    if "ort-int8" in o.formats:
+        artifacts.append(ctx.ort_int8(o.quant, o.max_acc_drop))
+    for fmt in (f for f in o.formats if f.startswith("tensorrt")):
+        artifacts.append(ctx.tensorrt(fmt, o.calibration, o.max_acc_drop, o.trt_max_batch))
+    rows = ctx.latency(o.formats, o.latency_batches, o.latency_iters) if o.latency else []
+    report = _build_report(ctx, o, onnx_info, artifacts, rows)
+    _write_report(report, ctx.out)
+    return report
+
+
+def _open_context(source: str | Path, out_dir: str | Path | None, o: _ExportOptions) -> _Context:
+    """Load the source, create the output folder, pick the test images the checks run on."""
+    from augkd.export.data import evaluation_data
+    from augkd.export.runtime import physical_cores
+    from augkd.export.source import load_source
+
     src = load_source(source)
-    meta = src.meta
     out = Path(out_dir) if out_dir is not None else src.default_dir("export")
     out.mkdir(parents=True, exist_ok=True)
-    n_threads = threads or physical_cores()
-    ev = evaluation_data(src.spec, meta, data)
-    images, labels = ev.test_batch(min(len(ev.test), parity_samples or PARITY_CAP))
-    model_input = images if with_preprocessing else ev.normalize(images)
+    n_threads = o.threads or physical_cores()
+    ev = evaluation_data(src.spec, src.meta, o.data)
+    images, labels = ev.test_batch(min(len(ev.test), o.parity_samples or PARITY_CAP))
+    model_input = images if o.with_preprocessing else ev.normalize(images)
     logger.info("checking on %d %s images of %s", len(images), ev.test_split, ev.dataset)
+    return _Context(src=src, out=out, ev=ev, model_input=model_input, labels=labels, threads=n_threads,
+                    with_preprocessing=o.with_preprocessing, softmax=o.softmax)  # fmt: skip
 
-    ctx = _Context(src=src, out=out, ev=ev, model_input=model_input, labels=labels, threads=n_threads,
-                   with_preprocessing=with_preprocessing, softmax=softmax)  # fmt: skip
-    onnx_info = ctx.export_fp32(exporter, opset, simplify)
-    artifacts = [ctx.check_onnx(atol, min_agreement)]
-    quant = {
-        "calibration": calibration,
-        "method": calibration_method,
-        "activation_type": activation_type,
-        "quant_format": quant_format,
-        "per_channel": per_channel,
-        "exclude_first_last": exclude_first_last,
-    }
-    if "ort-int8" in fmts:
-        artifacts.append(ctx.ort_int8(quant, max_acc_drop))
-    for fmt in (f for f in fmts if f.startswith("tensorrt")):
-        artifacts.append(ctx.tensorrt(fmt, calibration, max_acc_drop, trt_max_batch))
-    rows = ctx.latency(fmts, latency_batches, latency_iters) if latency else []
 
+def _build_report(ctx: _Context, o: _ExportOptions, onnx_info: Any, artifacts: list[ArtifactReport],
+                  rows: list[LatencyRow]) -> ExportReport:  # fmt: skip
+    from augkd.export.parity import accuracy
+    from augkd.export.report import count_macs, count_parameters, environment_info, now_iso
+
+    src, meta, ev, fmts = ctx.src, ctx.src.meta, ctx.ev, o.formats
     model_info = {
         "arch": meta.arch, "model_kwargs": meta.model_kwargs, "num_classes": meta.num_classes,
         "class_names": meta.class_names, "input_size": meta.input_size, "in_chans": meta.in_chans,
         "mean": meta.mean, "std": meta.std, "parameters": count_parameters(src.model),
         "macs": count_macs(src.model, meta.input_size, meta.in_chans), "macs_method": _macs_method(),
-        "torch_acc1": accuracy(ctx.reference, labels), "fingerprint": src.fingerprint,
+        "torch_acc1": accuracy(ctx.reference, ctx.labels), "fingerprint": src.fingerprint,
     }  # fmt: skip
-    report = ExportReport(
-        created=now_iso(), source=src.spec, out_dir=str(out), environment=environment_info(), model=model_info,
-        data={"origin": ev.origin, "dataset": ev.dataset, "test_split": ev.test_split, "parity_samples": len(images),
-              "test_split_size": len(ev.test), "train_split_size": len(ev.train),
-              "calibration_samples": min(calibration, len(ev.train)) if len(fmts) > 1 else None},
+    return ExportReport(
+        created=now_iso(), source=src.spec, out_dir=str(ctx.out), environment=environment_info(), model=model_info,
+        data={"origin": ev.origin, "dataset": ev.dataset, "test_split": ev.test_split,
+              "parity_samples": len(ctx.model_input), "test_split_size": len(ev.test),
+              "train_split_size": len(ev.train),
+              "calibration_samples": min(o.calibration, len(ev.train)) if len(fmts) > 1 else None},
         onnx=onnx_info.to_dict(), artifacts=artifacts, latency=rows,
-        options={"formats": fmts, "exporter": exporter, "opset": opset, "with_preprocessing": with_preprocessing,
-                 "softmax": softmax, "simplify": simplify, "atol": atol, "min_agreement": min_agreement,
-                 "max_acc_drop": max_acc_drop, "threads": n_threads, **quant},
+        options={"formats": fmts, "exporter": o.exporter, "opset": o.opset, "with_preprocessing": o.with_preprocessing,
+                 "softmax": o.softmax, "simplify": o.simplify, "atol": o.atol, "min_agreement": o.min_agreement,
+                 "max_acc_drop": o.max_acc_drop, "threads": ctx.threads, **o.quant},
         failures=[c.message for a in artifacts for c in a.checks if not c.passed],
         notes=ctx.notes,
     )  # fmt: skip
+
+
+def _write_report(report: ExportReport, out: Path) -> None:
+    """Write ``export_report.json`` / ``.md``, then raise :class:`ExportCheckError` if a check failed."""
     try:
         report.write(out)
     except StorageError as exc:  # the artifacts' figures are not lost: the caller prints them, then the error
@@ -194,7 +234,6 @@ def export_model(
         raise ExportCheckError(
             f"export check failed: {report.failures[0]}{more}; artifacts and report kept in {out}", report
         )
-    return report
 
 
 def _macs_method() -> str:

@@ -96,21 +96,12 @@ def first_last_nodes(path: str | Path, op_types: tuple[str, ...] = ("Conv", "Gem
 
 
 def quantize_ort_int8(
-    fp32_path: str | Path,
-    out_path: str | Path,
-    calibration_inputs: np.ndarray,
-    *,
-    method: str = DEFAULT_CALIBRATION_METHOD,
-    activation_type: str = "uint8",
-    quant_format: str = "qdq",
-    per_channel: bool = True,
-    reduce_range: bool = False,
-    op_types: list[str] | None = None,
-    exclude_first_last: bool = False,
-    nodes_to_exclude: list[str] | None = None,
-    batch_size: int = 32,
+    fp32_path: str | Path, out_path: str | Path, calibration_inputs: np.ndarray, *,
+    method: str = DEFAULT_CALIBRATION_METHOD, activation_type: str = "uint8", quant_format: str = "qdq",
+    per_channel: bool = True, reduce_range: bool = False, op_types: list[str] | None = None,
+    exclude_first_last: bool = False, nodes_to_exclude: list[str] | None = None, batch_size: int = 32,
     percentile: float = 99.999,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """Quantise an fp32 ONNX model to static int8 with real calibration images.
 
     Args:
@@ -132,46 +123,14 @@ def quantize_ort_int8(
         The settings used, the time taken and the quantised op counts (for the report).
     """
     q = _import_quantization()
-    from augkd.utils import atomic_write
-
-    if method not in CALIBRATION_METHODS:
-        raise InputError(f"unknown calibration method {method!r}: use one of {', '.join(CALIBRATION_METHODS)}")
-    if activation_type not in ACTIVATION_TYPES:
-        raise InputError(f"unknown activation type {activation_type!r}: use one of {', '.join(ACTIVATION_TYPES)}")
-    if quant_format not in QUANT_FORMATS:
-        raise InputError(f"unknown quantisation format {quant_format!r}: use one of {', '.join(QUANT_FORMATS)}")
-    if len(calibration_inputs) == 0:
-        raise InputError("int8 calibration needs at least one image; the run's train split is empty")
-    cal_method = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
-                  "entropy": q.CalibrationMethod.Entropy}[method]  # fmt: skip
-    act = q.QuantType.QUInt8 if activation_type == "uint8" else q.QuantType.QInt8
-    fmt = q.QuantFormat.QDQ if quant_format == "qdq" else q.QuantFormat.QOperator
+    _check_quant_args(method, activation_type, quant_format, calibration_inputs)
     exclude = list(nodes_to_exclude or [])
     if exclude_first_last:
         exclude += first_last_nodes(fp32_path)
-    extra: dict[str, Any] = {"CalibPercentile": percentile} if method == "percentile" else {}
+    settings = _static_settings(q, method, activation_type, quant_format, op_types, per_channel, reduce_range,
+                                exclude, percentile)  # fmt: skip
     t0 = time.perf_counter()
-    notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="augkd-quant-") as tmp:
-        pre = Path(tmp) / "preprocessed.onnx"
-        input_name = _input_name(fp32_path)
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                q.quant_pre_process(str(fp32_path), str(pre))
-            except Exception as exc:  # symbolic shape inference can fail on exotic graphs: keep going without it
-                notes.append(f"quant_pre_process failed ({type(exc).__name__}); quantised the exported graph as is")
-                pre = Path(fp32_path)
-            reader = _reader(q, input_name, calibration_inputs, batch_size)
-
-            def write(p: Path) -> None:
-                q.quantize_static(
-                    str(pre), str(p), reader, quant_format=fmt, op_types_to_quantize=op_types, per_channel=per_channel,
-                    reduce_range=reduce_range, activation_type=act, weight_type=q.QuantType.QInt8,
-                    nodes_to_exclude=exclude or None, calibrate_method=cal_method, extra_options=extra,
-                )  # fmt: skip
-
-            atomic_write(out_path, write)
+    notes = _quantize_static(q, fp32_path, out_path, calibration_inputs, batch_size, settings)
     info: dict[str, Any] = {
         "calibration_method": method,
         "calibration_samples": int(len(calibration_inputs)),
@@ -190,6 +149,58 @@ def quantize_ort_int8(
     logger.info("int8 (%s, %s calibration on %d images): %s", quant_format, method, len(calibration_inputs),
                 info["quantized_ops"])  # fmt: skip
     return info
+
+
+def _static_settings(
+    q: Any, method: str, activation_type: str, quant_format: str, op_types: list[str] | None, per_channel: bool,
+    reduce_range: bool, exclude: list[str], percentile: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The keyword arguments of ONNX Runtime's ``quantize_static`` for these settings (weights always int8)."""
+    return {
+        "quant_format": q.QuantFormat.QDQ if quant_format == "qdq" else q.QuantFormat.QOperator,
+        "op_types_to_quantize": op_types, "per_channel": per_channel, "reduce_range": reduce_range,
+        "activation_type": q.QuantType.QUInt8 if activation_type == "uint8" else q.QuantType.QInt8,
+        "weight_type": q.QuantType.QInt8, "nodes_to_exclude": exclude or None,
+        "calibrate_method": {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
+                             "entropy": q.CalibrationMethod.Entropy}[method],
+        "extra_options": {"CalibPercentile": percentile} if method == "percentile" else {},
+    }  # fmt: skip
+
+
+def _check_quant_args(method: str, activation_type: str, quant_format: str, calibration_inputs: np.ndarray) -> None:
+    if method not in CALIBRATION_METHODS:
+        raise InputError(f"unknown calibration method {method!r}: use one of {', '.join(CALIBRATION_METHODS)}")
+    if activation_type not in ACTIVATION_TYPES:
+        raise InputError(f"unknown activation type {activation_type!r}: use one of {', '.join(ACTIVATION_TYPES)}")
+    if quant_format not in QUANT_FORMATS:
+        raise InputError(f"unknown quantisation format {quant_format!r}: use one of {', '.join(QUANT_FORMATS)}")
+    if len(calibration_inputs) == 0:
+        raise InputError("int8 calibration needs at least one image; the run's train split is empty")
+
+
+def _quantize_static(q: Any, fp32_path: str | Path, out_path: str | Path, calibration_inputs: np.ndarray,
+                     batch_size: int, settings: dict[str, Any]) -> list[str]:  # fmt: skip
+    """Pre-process (shape inference; skipped if it fails), calibrate and write the int8 model; the notes."""
+    from augkd.utils import atomic_write
+
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="augkd-quant-") as tmp:
+        pre = Path(tmp) / "preprocessed.onnx"
+        input_name = _input_name(fp32_path)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                q.quant_pre_process(str(fp32_path), str(pre))
+            except Exception as exc:  # symbolic shape inference can fail on exotic graphs: keep going without it
+                notes.append(f"quant_pre_process failed ({type(exc).__name__}); quantised the exported graph as is")
+                pre = Path(fp32_path)
+            reader = _reader(q, input_name, calibration_inputs, batch_size)
+
+            def write(p: Path) -> None:
+                q.quantize_static(str(pre), str(p), reader, **settings)
+
+            atomic_write(out_path, write)
+    return notes
 
 
 def _input_name(path: str | Path) -> str:

@@ -115,18 +115,10 @@ def _make_calibrator(trt: Any, inputs: torch.Tensor, batch_size: int, cache_path
 
 
 def build_engine(
-    onnx_path: str | Path,
-    engine_path: str | Path,
-    *,
-    precision: str = "fp16",
-    max_batch: int = 256,
-    opt_batch: int = 32,
-    calibration_inputs: torch.Tensor | None = None,
-    calibration_batch: int = 32,
-    timing_cache: str | Path | None = None,
-    calibration_cache: str | Path | None = None,
-    workspace_mb: int = 2048,
-) -> dict[str, Any]:
+    onnx_path: str | Path, engine_path: str | Path, *, precision: str = "fp16", max_batch: int = 256,
+    opt_batch: int = 32, calibration_inputs: torch.Tensor | None = None, calibration_batch: int = 32,
+    timing_cache: str | Path | None = None, calibration_cache: str | Path | None = None, workspace_mb: int = 2048,
+) -> dict[str, Any]:  # fmt: skip
     """Build and serialise a TensorRT engine for an ONNX model with a dynamic batch axis.
 
     Args:
@@ -150,10 +142,7 @@ def build_engine(
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)
     network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
-    parser = trt.OnnxParser(network, trt_logger)
-    if not parser.parse(Path(onnx_path).read_bytes()):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise ExportError(f"TensorRT cannot parse {str(onnx_path)!r}: {errors[0] if errors else 'unknown error'}")
+    parser = _parse_onnx(trt, network, trt_logger, onnx_path)  # noqa: F841  (owns the weights: kept alive)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     inp = network.get_input(0)
@@ -166,20 +155,9 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)
     calibrator = None
     if precision == "int8":
-        if calibration_inputs is None or len(calibration_inputs) == 0:
-            raise ExportError("TensorRT int8 needs calibration images (the run's train split)")
-        config.set_flag(trt.BuilderFlag.INT8)
-        calibrator = _make_calibrator(trt, calibration_inputs, calibration_batch,
-                                      Path(calibration_cache) if calibration_cache else None)  # fmt: skip
-        config.int8_calibrator = calibrator
-        cal_profile = builder.create_optimization_profile()  # calibration runs at exactly the calibrator's batch
-        cal_shape = (calibrator.batch_size, *chw)
-        cal_profile.set_shape(inp.name, cal_shape, cal_shape, cal_shape)
-        config.set_calibration_profile(cal_profile)
-    cache_file = Path(timing_cache) if timing_cache else None
-    cache_bytes = cache_file.read_bytes() if cache_file is not None and cache_file.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=True)  # a cache from another GPU/version is ignored, not fatal
+        calibrator = _set_int8_calibration(trt, builder, config, inp.name, chw, calibration_inputs, calibration_batch,
+                                           calibration_cache)  # fmt: skip
+    cache_file, cache = _set_timing_cache(config, timing_cache)  # cache: kept alive until the build ends
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"TensorRT could not build a {precision} engine for {str(onnx_path)!r} (see the log above)")
@@ -192,6 +170,42 @@ def build_engine(
             "calibration_batches": len(calibrator._batches) if calibrator is not None else 0}  # fmt: skip
     logger.info("TensorRT %s engine built in %.1f s: %s", precision, info["build_seconds"], engine_path)
     return info
+
+
+def _parse_onnx(trt: Any, network: Any, trt_logger: Any, onnx_path: str | Path) -> Any:
+    """Parse the ONNX file into ``network``; the parser (it owns the weights: keep it until the engine is built)."""
+    parser = trt.OnnxParser(network, trt_logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise ExportError(f"TensorRT cannot parse {str(onnx_path)!r}: {errors[0] if errors else 'unknown error'}")
+    return parser
+
+
+def _set_int8_calibration(
+    trt: Any, builder: Any, config: Any, input_name: str, chw: tuple[int, ...], calibration_inputs: torch.Tensor | None,
+    calibration_batch: int, calibration_cache: str | Path | None,
+) -> Any:  # fmt: skip
+    """Enable int8 with an entropy calibrator over ``calibration_inputs`` and its own profile; the calibrator."""
+    if calibration_inputs is None or len(calibration_inputs) == 0:
+        raise ExportError("TensorRT int8 needs calibration images (the run's train split)")
+    config.set_flag(trt.BuilderFlag.INT8)
+    calibrator = _make_calibrator(trt, calibration_inputs, calibration_batch,
+                                  Path(calibration_cache) if calibration_cache else None)  # fmt: skip
+    config.int8_calibrator = calibrator
+    cal_profile = builder.create_optimization_profile()  # calibration runs at exactly the calibrator's batch
+    cal_shape = (calibrator.batch_size, *chw)
+    cal_profile.set_shape(input_name, cal_shape, cal_shape, cal_shape)
+    config.set_calibration_profile(cal_profile)
+    return calibrator
+
+
+def _set_timing_cache(config: Any, timing_cache: str | Path | None) -> tuple[Path | None, Any]:
+    """Give the builder the timing cache read from ``timing_cache`` (empty if absent); (its file, the cache)."""
+    cache_file = Path(timing_cache) if timing_cache else None
+    cache_bytes = cache_file.read_bytes() if cache_file is not None and cache_file.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=True)  # a cache from another GPU/version is ignored, not fatal
+    return cache_file, cache
 
 
 class TensorRTRunner:

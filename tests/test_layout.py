@@ -1,4 +1,4 @@
-"""Source layout: the import graph between augkd's layers, and no import cycle.
+"""Source layout: the import graph between augkd's layers, no import cycle, and no overlong function.
 
 The graph comes from parsing the source with ``ast`` (nothing is imported): every ``import`` and ``from ... import``
 statement counts, module-level or inside a function, except those under ``if TYPE_CHECKING:``. Files map to the
@@ -12,6 +12,9 @@ Layers, and what each may import:
 - ``core`` (every other ``augkd.*`` module): core and kernels;
 - ``kernels`` (``augkd.kernels.*``): kernels only;
 - ``augkd.errors``: a leaf that every layer may import, importing nothing from augkd itself.
+
+Every function (methods and nested functions each on their own) is at most ``MAX_FUNCTION_LINES`` lines long,
+``def`` line to last line; Triton kernels (``@triton.jit``, ``@triton.autotune``) are exempt.
 """
 
 from __future__ import annotations
@@ -205,3 +208,56 @@ def test_no_import_cycle():
 def test_the_cycle_finder_finds_cycles():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert sorted(map(tuple, strongly_connected_components(graph))) == [("a", "b", "c"), ("d",), ("e",)]
+
+
+# --- function length ---------------------------------------------------------------------------------
+MAX_FUNCTION_LINES = 60
+_JIT_DECORATORS = {"triton.jit", "jit", "triton.autotune", "autotune"}
+
+
+def _decorator_name(node: ast.expr) -> str:
+    node = node.func if isinstance(node, ast.Call) else node
+    return ast.unparse(node)
+
+
+def long_functions(limit: int = MAX_FUNCTION_LINES) -> dict[str, tuple[int, str]]:
+    """``"path::qualname"`` -> (length in lines, ``path:line``) of every function longer than ``limit`` lines.
+
+    The length is ``end_lineno - lineno + 1`` of the ``def`` (decorators excluded); a nested function counts on
+    its own (and inside its parent's length). Triton kernels (``@triton.jit``, ``@triton.autotune``) are exempt.
+    """
+    found: dict[str, tuple[int, str]] = {}
+    for path in module_files().values():
+        rel = path.relative_to(ROOT).as_posix()
+        stack: list[tuple[ast.AST, str]] = [(ast.parse(path.read_text(), filename=str(path)), "")]
+        while stack:
+            node, prefix = stack.pop()
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    name = f"{prefix}{child.name}"
+                    stack.append((child, name + "."))
+                    if isinstance(child, ast.ClassDef):
+                        continue
+                    length = child.end_lineno - child.lineno + 1
+                    exempt = any(_decorator_name(d) in _JIT_DECORATORS for d in child.decorator_list)
+                    if length > limit and not exempt:
+                        found[f"{rel}::{name}"] = (length, f"{rel}:{child.lineno}")
+                else:
+                    stack.append((child, prefix))
+    return found
+
+
+def test_no_function_is_longer_than_the_limit():
+    found = long_functions()
+    lines = [f"{where}  {name.split('::')[1]}: {n} lines" for name, (n, where) in sorted(found.items())]
+    assert not found, f"functions longer than {MAX_FUNCTION_LINES} lines (split them):\n" + "\n".join(lines)
+
+
+def test_the_length_check_sees_methods_and_nested_functions_and_skips_triton_kernels():
+    found = long_functions(limit=3)
+    assert "augkd/training/engine.py::run_stages" in found
+    assert "augkd/training/engine.py::RunContext.batches" in found  # a method
+    assert "export/pipeline.py::_Context.tensorrt.run" in found  # a function inside a method
+    kernels = [n for n in found if n.startswith("kernels/triton/") and n.endswith("_kernel")]
+    assert not kernels, kernels  # @triton.jit
+    assert "kernels/triton/kd_loss.py::KDLossFunction.forward" in found  # not a kernel: counted

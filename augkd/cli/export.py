@@ -47,69 +47,83 @@ def _show(report: dict, json_out: bool, saved: bool = True) -> None:
         typer.echo(f"report: {Path(report['out_dir']) / 'export_report.md'}")
 
 
+SourceArg = Annotated[
+    str, typer.Argument(help="A run directory, or a student .safetensors checkpoint with its .json sidecar.")
+]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Student-domain dataset (built-in name or image folder) when the checkpoint records none.",
+    ),
+]
+ExporterOpt = Annotated[
+    str, typer.Option("--exporter", help="auto (dynamo, legacy fallback recorded), dynamo or legacy.")
+]
+OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset (>= 17).")]
+PreprocessingOpt = Annotated[
+    bool, typer.Option("--with-preprocessing", help="The graph takes uint8 NCHW images and normalises them itself.")
+]
+SoftmaxOpt = Annotated[bool, typer.Option("--softmax", help="Output probabilities instead of logits.")]
+SimplifyOpt = Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify the graph with onnxslim.")]
+AtolOpt = Annotated[float, typer.Option("--atol", help="fp32 parity: largest allowed max |Δ output| against PyTorch.")]
+AgreementOpt = Annotated[
+    float, typer.Option("--min-agreement", help="fp32 parity: smallest allowed top-1 agreement (fraction).")
+]
+ParitySamplesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--parity-samples", help="Test images for parity/accuracy (default: the whole test split, at most 2000)."
+    ),
+]
+CalibrationOpt = Annotated[int, typer.Option("--calibration", help="Training images for int8 calibration.")]
+CalibrationMethodOpt = Annotated[
+    str, typer.Option("--calibration-method", help="ONNX Runtime int8 calibration: minmax, percentile or entropy.")
+]
+QuantFormatOpt = Annotated[str, typer.Option("--quant-format", help="ONNX Runtime int8 format: qdq or qoperator.")]
+ActivationTypeOpt = Annotated[
+    str, typer.Option("--activation-type", help="ONNX Runtime int8 activations: uint8 or int8.")
+]
+ExcludeFirstLastOpt = Annotated[
+    bool, typer.Option("--exclude-first-last", help="Keep the first and last Conv/Gemm in float (int8).")
+]
+MaxAccDropOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-acc-drop", help="Largest allowed Acc@1 drop in points of int8/fp16 artifacts against fp32 ONNX."
+    ),
+]
+LatencyOpt = Annotated[
+    bool, typer.Option("--latency/--no-latency", help="Time each artifact (and torch) at batch 1 and 32.")
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", help="torch and ONNX Runtime threads (default: physical cores).", min=1),
+]
+
+
 @cli_errors
 def export_cmd(
-    source: Annotated[
-        str, typer.Argument(help="A run directory, or a student .safetensors checkpoint with its .json sidecar.")
-    ],
+    source: SourceArg,
     formats: FormatOpt = None,
     out: OutOpt = None,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            "--data",
-            help="Student-domain dataset (built-in name or image folder) when the checkpoint records none.",
-        ),
-    ] = None,
-    exporter: Annotated[
-        str, typer.Option("--exporter", help="auto (dynamo, legacy fallback recorded), dynamo or legacy.")
-    ] = "auto",
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 17).")] = 18,
-    with_preprocessing: Annotated[
-        bool, typer.Option("--with-preprocessing", help="The graph takes uint8 NCHW images and normalises them itself.")
-    ] = False,
-    softmax: Annotated[bool, typer.Option("--softmax", help="Output probabilities instead of logits.")] = False,
-    simplify: Annotated[
-        bool, typer.Option("--simplify/--no-simplify", help="Simplify the graph with onnxslim.")
-    ] = True,
-    atol: Annotated[
-        float, typer.Option("--atol", help="fp32 parity: largest allowed max |Δ output| against PyTorch.")
-    ] = 1e-4,
-    min_agreement: Annotated[
-        float, typer.Option("--min-agreement", help="fp32 parity: smallest allowed top-1 agreement (fraction).")
-    ] = 0.999,
-    parity_samples: Annotated[
-        int | None,
-        typer.Option(
-            "--parity-samples", help="Test images for parity/accuracy (default: the whole test split, at most 2000)."
-        ),
-    ] = None,
-    calibration: Annotated[int, typer.Option("--calibration", help="Training images for int8 calibration.")] = 256,
-    calibration_method: Annotated[
-        str, typer.Option("--calibration-method", help="ONNX Runtime int8 calibration: minmax, percentile or entropy.")
-    ] = "minmax",
-    quant_format: Annotated[
-        str, typer.Option("--quant-format", help="ONNX Runtime int8 format: qdq or qoperator.")
-    ] = "qdq",
-    activation_type: Annotated[
-        str, typer.Option("--activation-type", help="ONNX Runtime int8 activations: uint8 or int8.")
-    ] = "uint8",
-    exclude_first_last: Annotated[
-        bool, typer.Option("--exclude-first-last", help="Keep the first and last Conv/Gemm in float (int8).")
-    ] = False,
-    max_acc_drop: Annotated[
-        float,
-        typer.Option(
-            "--max-acc-drop", help="Largest allowed Acc@1 drop in points of int8/fp16 artifacts against fp32 ONNX."
-        ),
-    ] = 1.0,
-    latency: Annotated[
-        bool, typer.Option("--latency/--no-latency", help="Time each artifact (and torch) at batch 1 and 32.")
-    ] = True,
-    threads: Annotated[
-        int | None,
-        typer.Option("--threads", help="torch and ONNX Runtime threads (default: physical cores).", min=1),
-    ] = None,
+    data: DataOpt = None,
+    exporter: ExporterOpt = "auto",
+    opset: OpsetOpt = 18,
+    with_preprocessing: PreprocessingOpt = False,
+    softmax: SoftmaxOpt = False,
+    simplify: SimplifyOpt = True,
+    atol: AtolOpt = 1e-4,
+    min_agreement: AgreementOpt = 0.999,
+    parity_samples: ParitySamplesOpt = None,
+    calibration: CalibrationOpt = 256,
+    calibration_method: CalibrationMethodOpt = "minmax",
+    quant_format: QuantFormatOpt = "qdq",
+    activation_type: ActivationTypeOpt = "uint8",
+    exclude_first_last: ExcludeFirstLastOpt = False,
+    max_acc_drop: MaxAccDropOpt = 1.0,
+    latency: LatencyOpt = True,
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,

@@ -32,45 +32,52 @@ def _result_rows(res: dict) -> list[dict]:
             for k in ("acc1", "acc3", "acc5")]  # fmt: skip
 
 
+MethodOpt = Annotated[
+    Optional[str],
+    typer.Option("--method", "-m", help=methods_help()),
+]
+SeedsOpt = Annotated[
+    Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2,3,4 (one run each).")
+]
+ResumeOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--resume",
+        file_okay=False,
+        help="Continue the run in this directory with its own config.yaml. Only learning rates, epoch counts "
+        "and precision may change, with --set: module1.epochs, module1.g_lr, module1.s_lr, module1.e_lr, "
+        "module2.epochs, module2.lr, module3.epochs, module3.lr, kd.epochs, kd.lr, train.precision (for a stage "
+        "that has not finished; recorded in RUN/resume_overrides.json). Any other key, -c, --method, --seeds "
+        "and --out are refused.",
+    ),
+]
+DevicesOpt = Annotated[
+    Optional[int],
+    typer.Option("--devices", help="Processes (GPUs, or CPU processes) per node; default 1, or torchrun's."),
+]
+StrategyOpt = Annotated[str, typer.Option("--strategy", help="auto or ddp (data-parallel through Lightning Fabric).")]
+PrecisionOpt = Annotated[
+    Optional[str],
+    typer.Option("--precision", help="auto, 32-true or bf16-mixed; default: from train.precision."),
+]
+NumNodesOpt = Annotated[
+    Optional[int],
+    typer.Option("--num-nodes", help="Machines; default 1, or torchrun's --nnodes."),
+]
+
+
 @cli_errors
 def distill_cmd(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     out: OutOpt = None,
-    method: Annotated[
-        Optional[str],
-        typer.Option("--method", "-m", help=methods_help()),
-    ] = None,
-    seeds: Annotated[
-        Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2,3,4 (one run each).")
-    ] = None,
-    resume: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--resume",
-            file_okay=False,
-            help="Continue the run in this directory with its own config.yaml. Only learning rates, epoch counts "
-            "and precision may change, with --set: module1.epochs, module1.g_lr, module1.s_lr, module1.e_lr, "
-            "module2.epochs, module2.lr, module3.epochs, module3.lr, kd.epochs, kd.lr, train.precision (for a stage "
-            "that has not finished; recorded in RUN/resume_overrides.json). Any other key, -c, --method, --seeds "
-            "and --out are refused.",
-        ),
-    ] = None,
-    devices: Annotated[
-        Optional[int],
-        typer.Option("--devices", help="Processes (GPUs, or CPU processes) per node; default 1, or torchrun's."),
-    ] = None,
-    strategy: Annotated[
-        str, typer.Option("--strategy", help="auto or ddp (data-parallel through Lightning Fabric).")
-    ] = "auto",
-    precision: Annotated[
-        Optional[str],
-        typer.Option("--precision", help="auto, 32-true or bf16-mixed; default: from train.precision."),
-    ] = None,
-    num_nodes: Annotated[
-        Optional[int],
-        typer.Option("--num-nodes", help="Machines; default 1, or torchrun's --nnodes."),
-    ] = None,
+    method: MethodOpt = None,
+    seeds: SeedsOpt = None,
+    resume: ResumeOpt = None,
+    devices: DevicesOpt = None,
+    strategy: StrategyOpt = "auto",
+    precision: PrecisionOpt = None,
+    num_nodes: NumNodesOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,

@@ -451,7 +451,31 @@ def run_stages(ctx: RunContext, stages: list[Stage], progress: Any | None = None
     and the pictures. The checkpoint holds plain state dicts and every rank's RNG state, so it resumes
     with any number of processes (the same number resumes exactly).
     """
-    from augkd.training.dist import gather_rng_states, restore_rng
+    run = _resume_run(ctx, stages)
+    for si, stage in enumerate(stages):
+        if si < run.start_stage:
+            continue
+        _run_stage_epochs(ctx, run, si, stage, progress)
+        _finish_stage(ctx, stage)
+        _save_checkpoint(ctx, run, si + 1, 0, None)
+    return {"metrics": run.log.rows, "timings": run.timings}
+
+
+@dataclass
+class _StagesRun:
+    """What :func:`run_stages` carries from epoch to epoch: the checkpoint path, metrics, timings, resume point."""
+
+    ckpt: Path
+    log: MetricsLog
+    timings: dict[str, float]
+    start_stage: int = 0
+    start_epoch: int = 0
+    resume_state: dict[str, Any] | None = None
+
+
+def _resume_run(ctx: RunContext, stages: list[Stage]) -> _StagesRun:
+    """Where :func:`run_stages` starts: the beginning, or the checkpoint's stage and epoch (networks, RNG restored)."""
+    from augkd.training.dist import restore_rng
 
     ckpt = ctx.run_dir / "checkpoints" / "state.pt"
     start_stage, start_epoch, log_rows, timings = 0, 0, [], {}
@@ -468,60 +492,73 @@ def run_stages(ctx: RunContext, stages: list[Stage], progress: Any | None = None
             logger.info("resuming at stage %d (%s), epoch %d", start_stage,
                         stages[min(start_stage, len(stages) - 1)].name, start_epoch)  # fmt: skip
     log = MetricsLog(ctx.run_dir / "metrics.csv", log_rows, write=ctx.is_main)
+    return _StagesRun(ckpt, log, timings, start_stage, start_epoch, resume_state)
 
-    def save(stage_index: int, epoch: int, stage: Stage | None) -> None:
-        rng = gather_rng_states(ctx.fabric, ctx.device)  # collective: every rank takes part
-        if not ctx.is_main:
-            return
-        state = {
-            "stage_index": stage_index,
-            "epoch": epoch,
-            "nets": {n: net.state_dict() for n, net in ctx.nets.items()},
-            "stage_state": stage.state_dict() if stage is not None else None,
-            "rng": rng["cpu"][0],
-            "rng_ranks": rng,
-            "world_size": ctx.world_size,
-            "data_rng": ctx.data_gen.get_state(),
-            "metrics": log.rows,
-            "timings": timings,
-        }
-        save_state(ckpt, state)
 
-    for si, stage in enumerate(stages):
-        if si < start_stage:
-            continue
-        prepare_stage(ctx, stage)
-        first = 0
-        if resume_state is not None and si == start_stage and resume_state.get("stage_state") is not None:
-            stage.load_state_dict(resume_state["stage_state"])
-            first = start_epoch
-        task = progress.add_task(stage.name, total=stage.epochs, completed=first) if progress is not None else None
-        for epoch in range(first, stage.epochs):
-            t0 = time.perf_counter()
-            train_metrics = stage.train_epoch(ctx, epoch)
-            sync_trained_buffers(ctx, stage)
-            t1 = time.perf_counter()
-            score, val_metrics = stage.validate(ctx, epoch)
-            stage.update_best(ctx, score, epoch)
-            row = {"stage": stage.name, "epoch": epoch, **train_metrics, **val_metrics,
-                   "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}  # fmt: skip
-            log.append(row, flush=False)  # metrics.csv after the checkpoint: it never runs ahead of state.pt
-            timings[stage.name] = timings.get(stage.name, 0.0) + (time.perf_counter() - t0)
-            for cb in ctx.on_epoch_end:
-                cb(row)
-            save(si, epoch + 1, stage)
-            log.flush()
-            if task is not None:
-                progress.update(task, advance=1)
-            elif ctx.is_main:  # no bars (stderr not a terminal, or a library call): one plain line per epoch
-                logger.info("%s", epoch_line(stage, epoch, row))
-        stage.finish(ctx)
-        detach_stage(ctx, stage)
-        if ctx.is_main:
-            save_stage_nets(ctx, stage)
-            if ctx.cfg.train.save_images:
-                stage.images(ctx, ctx.run_dir / "images")
-            score = "none" if stage.best_score is None else f"{stage.best_score:.4g}"
-            logger.info("%s done (best epoch %d, score %s)", stage.name, stage.best_epoch, score)
-        save(si + 1, 0, None)
-    return {"metrics": log.rows, "timings": timings}
+def _save_checkpoint(ctx: RunContext, run: _StagesRun, stage_index: int, epoch: int, stage: Stage | None) -> None:
+    """Write ``checkpoints/state.pt`` (rank 0): the next stage and epoch to run, networks, RNG states, metrics."""
+    from augkd.training.dist import gather_rng_states
+
+    rng = gather_rng_states(ctx.fabric, ctx.device)  # collective: every rank takes part
+    if not ctx.is_main:
+        return
+    state = {
+        "stage_index": stage_index,
+        "epoch": epoch,
+        "nets": {n: net.state_dict() for n, net in ctx.nets.items()},
+        "stage_state": stage.state_dict() if stage is not None else None,
+        "rng": rng["cpu"][0],
+        "rng_ranks": rng,
+        "world_size": ctx.world_size,
+        "data_rng": ctx.data_gen.get_state(),
+        "metrics": run.log.rows,
+        "timings": run.timings,
+    }
+    save_state(run.ckpt, state)
+
+
+def _run_stage_epochs(ctx: RunContext, run: _StagesRun, si: int, stage: Stage, progress: Any | None) -> None:
+    """Set up stage ``si`` and run its epochs (from the checkpoint's epoch when resuming into it), each checkpointed."""
+    prepare_stage(ctx, stage)
+    first = 0
+    resume_state = run.resume_state
+    if resume_state is not None and si == run.start_stage and resume_state.get("stage_state") is not None:
+        stage.load_state_dict(resume_state["stage_state"])
+        first = run.start_epoch
+    task = progress.add_task(stage.name, total=stage.epochs, completed=first) if progress is not None else None
+    for epoch in range(first, stage.epochs):
+        t0 = time.perf_counter()
+        row = _train_and_select(ctx, stage, epoch, t0)
+        run.log.append(row, flush=False)  # metrics.csv after the checkpoint: it never runs ahead of state.pt
+        run.timings[stage.name] = run.timings.get(stage.name, 0.0) + (time.perf_counter() - t0)
+        for cb in ctx.on_epoch_end:
+            cb(row)
+        _save_checkpoint(ctx, run, si, epoch + 1, stage)
+        run.log.flush()
+        if task is not None:
+            progress.update(task, advance=1)
+        elif ctx.is_main:  # no bars (stderr not a terminal, or a library call): one plain line per epoch
+            logger.info("%s", epoch_line(stage, epoch, row))
+
+
+def _train_and_select(ctx: RunContext, stage: Stage, epoch: int, t0: float) -> dict[str, Any]:
+    """Train one epoch (started at ``t0``), average buffers over ranks, validate, keep the best: the metrics row."""
+    train_metrics = stage.train_epoch(ctx, epoch)
+    sync_trained_buffers(ctx, stage)
+    t1 = time.perf_counter()
+    score, val_metrics = stage.validate(ctx, epoch)
+    stage.update_best(ctx, score, epoch)
+    return {"stage": stage.name, "epoch": epoch, **train_metrics, **val_metrics,
+            "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}  # fmt: skip
+
+
+def _finish_stage(ctx: RunContext, stage: Stage) -> None:
+    """Restore the stage's best weights and drop its Fabric wrappers; rank 0 saves its networks and pictures."""
+    stage.finish(ctx)
+    detach_stage(ctx, stage)
+    if ctx.is_main:
+        save_stage_nets(ctx, stage)
+        if ctx.cfg.train.save_images:
+            stage.images(ctx, ctx.run_dir / "images")
+        score = "none" if stage.best_score is None else f"{stage.best_score:.4g}"
+        logger.info("%s done (best epoch %d, score %s)", stage.name, stage.best_epoch, score)

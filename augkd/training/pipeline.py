@@ -26,7 +26,7 @@ from augkd.evaluate import Normalize
 from augkd.models import create_model
 from augkd.models.teacher import FrozenTeacher
 from augkd.training.dist import DistSpec, make_fabric, rank_seed
-from augkd.training.engine import RunContext, keep_fp32, load_stage_nets, run_stages
+from augkd.training.engine import RunContext, Stage, keep_fp32, load_stage_nets, run_stages
 from augkd.training.precision import fabric_precision_name, legacy_precision
 from augkd.training.stages import DataFreeStage, MixupStage, build_stages, needs_generative
 from augkd.utils import (
@@ -239,16 +239,7 @@ def distill(
         _reuse_module1(cfg, ctx)
         stages = stages[1:]
     t0 = time.perf_counter()
-    prog = None
-    if progress and main:
-        from augkd.progress import make_progress  # rich loads only when bars are shown
-
-        prog = make_progress()
-    if prog is not None:
-        with prog:
-            out = run_stages(ctx, stages, prog)
-    else:
-        out = run_stages(ctx, stages, None)
+    out = _run_stages_with_bars(ctx, stages, progress and main)
     test = ctx.student_accuracy("test")  # the test split is read once, here (all ranks, counts all-reduced)
     evals = [r["eval_acc1"] for r in out["metrics"] if "eval_acc1" in r]
     student_path = run_dir / "student.safetensors"
@@ -258,20 +249,36 @@ def distill(
     if main:
         _save_student(cfg, run_dir, nets["student"], data, test)
         _write_pictures(cfg, run_dir, out["metrics"], stages)
-        summary = {**result.to_dict(), "augkd_version": augkd_version(), "git_sha": git_sha(),
-                   "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
-        health = _module1_health(cfg, run_dir)
-        if health is not None:
-            summary["module1_health"] = health
-        if (run_dir / "checkpoints" / "module2" / "anchors.json").is_file():
-            summary["anchors"] = json.loads((run_dir / "checkpoints" / "module2" / "anchors.json").read_text())
-        if resume:
-            from augkd.training.resume import read_resume_overrides
-
-            summary["resume_overrides"] = read_resume_overrides(run_dir)
-        atomic_write_json(run_dir / "summary.json", summary)
+        _write_summary(cfg, run_dir, result, device, resume)
     fabric.barrier()  # the run directory is complete before any rank returns
     return result
+
+
+def _run_stages_with_bars(ctx: RunContext, stages: list[Stage], bars: bool) -> dict[str, Any]:
+    """:func:`run_stages`, with rich progress bars on stderr when ``bars``."""
+    if not bars:
+        return run_stages(ctx, stages, None)
+    from augkd.progress import make_progress  # rich loads only when bars are shown
+
+    with make_progress() as prog:
+        return run_stages(ctx, stages, prog)
+
+
+def _write_summary(cfg: DistillConfig, run_dir: Path, result: DistillResult, device: torch.device,
+                   resume: bool) -> None:  # fmt: skip
+    """``summary.json``: the result, versions, Module 1's health, Module 2's anchor measures, resume overrides."""
+    summary = {**result.to_dict(), "augkd_version": augkd_version(), "git_sha": git_sha(),
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
+    health = _module1_health(cfg, run_dir)
+    if health is not None:
+        summary["module1_health"] = health
+    if (run_dir / "checkpoints" / "module2" / "anchors.json").is_file():
+        summary["anchors"] = json.loads((run_dir / "checkpoints" / "module2" / "anchors.json").read_text())
+    if resume:
+        from augkd.training.resume import read_resume_overrides
+
+        summary["resume_overrides"] = read_resume_overrides(run_dir)
+    atomic_write_json(run_dir / "summary.json", summary)
 
 
 def _module1_health(cfg: DistillConfig, run_dir: Path) -> dict[str, Any] | None:
