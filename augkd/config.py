@@ -107,6 +107,10 @@ class Module1Config(_Base):
     # 0 and variance 1 after them) and total variation (DeepInversion); 0 = off (official)
     w_input: float = Field(0.0, ge=0)
     w_tv: float = Field(0.0, ge=0)
+    # what the BN-statistics and input priors match: "teacher" = its running statistics and (0, 1) after its
+    # normalisation (data-free, official); "student_domain" = the teacher's statistics on the unlabelled
+    # student-domain training images (no label is used), so G is pulled towards the student's domain
+    stats_target: Literal["teacher", "student_domain"] = "teacher"
     # DAFL's activation term: −w_act · mean |f_T(x)| of the teacher's penultimate features (the input of its
     # last Linear layer): the generator is pushed towards images that excite the teacher's features
     w_act: float = Field(0.0, ge=0)

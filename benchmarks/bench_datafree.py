@@ -75,6 +75,10 @@ VARIANTS: dict[str, list[str]] = {
     "bank-input-k20-e1-bnmean": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
                                  "module1.w_input=10", "module1.student_steps=20", "module1.encoder_steps=1",
                                  "module1.bn_form=layer_mean"],
+    # the BN and input priors matched to the teacher's statistics on the unlabelled student-domain images
+    "bank-input-k20-e1-bnmean-sd": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
+                                    "module1.w_input=10", "module1.student_steps=20", "module1.encoder_steps=1",
+                                    "module1.bn_form=layer_mean", "module1.stats_target=student_domain"],
     # the paper's data-free baselines (augkd.methods): each fixes its own loss weights on the same budget
     **{m: [f"method={m}"] for m in ("deepinversion", "dfq", "cmi", "zskt", "dafl")},
 }  # fmt: skip

@@ -151,6 +151,27 @@ class BNStatsHook:
     def clear(self) -> None:
         self._means, self._vars = [], []
 
+    @torch.no_grad()
+    def set_targets_from(self, net: nn.Module, batches: list[torch.Tensor]) -> None:
+        """Match the statistics of ``net``'s BN inputs on real images instead of its running statistics:
+        each layer's per-channel mean and variance over all images of ``batches`` (equal-weight batches:
+        E[x] = mean of the batch means, Var = mean of (batch var + batch mean²) − E[x]²)."""
+        if not self.layers:
+            return
+        sums_m: torch.Tensor | None = None
+        sums_sq: torch.Tensor | None = None
+        self.enabled = True
+        for xb in batches:
+            net(xb)
+            m, v = torch.cat(self._means), torch.cat(self._vars)
+            self.clear()
+            sums_m = m if sums_m is None else sums_m + m
+            sums_sq = v + m * m if sums_sq is None else sums_sq + v + m * m
+        self.enabled = False
+        assert sums_m is not None and sums_sq is not None, "no batches"
+        mean = sums_m / len(batches)
+        self.run_mean, self.run_var = mean, sums_sq / len(batches) - mean * mean
+
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
@@ -188,8 +209,9 @@ def generator_loss(
     return out
 
 
-def input_stats_loss(xn: torch.Tensor) -> torch.Tensor:
-    """‖μ_c‖₂ + ‖σ²_c − 1‖₂ of the teacher's normalised input [N, C, H, W] over (N, H, W).
+def input_stats_loss(xn: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """‖μ_c − μ*‖₂ + ‖σ²_c − σ²*‖₂ of the teacher's normalised input [N, C, H, W] over (N, H, W); the
+    target (μ*, σ²*) is (0, 1) unless given (``module1.stats_target: student_domain``).
 
     The teacher's normalisation constants are its training data's per-channel mean and std, so images
     from that distribution have mean 0 and variance 1 after it: a BN-statistics term for the input layer,
@@ -197,7 +219,9 @@ def input_stats_loss(xn: torch.Tensor) -> torch.Tensor:
     mostly black images with bright strokes).
     """
     mean, var = channel_mean_var(xn)
-    return torch.linalg.vector_norm(mean) + torch.linalg.vector_norm(var - 1.0)
+    if target is None:
+        return torch.linalg.vector_norm(mean) + torch.linalg.vector_norm(var - 1.0)
+    return torch.linalg.vector_norm(mean - target[0].to(mean)) + torch.linalg.vector_norm(var - target[1].to(var))
 
 
 class FeatureHook:

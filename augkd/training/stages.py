@@ -32,6 +32,7 @@ from augkd.training.losses import (
     FeatureHook,
     activation_loss,
     anchor_loss,
+    channel_mean_var,
     encoder_loss,
     generator_loss,
     input_stats_loss,
@@ -109,8 +110,23 @@ class DataFreeStage(Stage):
         self.schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(self.epochs, 1))
                            for k, o in self.optimizers.items()}  # fmt: skip
         self.hook = BNStatsHook(ctx.teacher.net)
+        self._input_target: tuple[torch.Tensor, torch.Tensor] | None = None
+        if c.stats_target == "student_domain":
+            self._student_domain_targets(ctx)
         self.feat = FeatureHook(ctx.teacher.net) if c.w_act > 0 or c.w_contrast > 0 else None
         self.bank = ImageBank(c.bank_size) if c.bank_size > 0 else None
+
+    @torch.no_grad()
+    def _student_domain_targets(self, ctx: RunContext, limit: int = 2048, chunk: int = 256) -> None:
+        """``stats_target: student_domain``: the BN and input priors match the teacher's statistics on up to
+        ``limit`` unlabelled student-domain training images instead of its running statistics and (0, 1)."""
+        imgs = ctx.data.train.images[:limit]
+        batches = [ctx.teacher.prepare(_cl(b.float().div(255.0).to(ctx.device), ctx)) for b in imgs.split(chunk)]
+        assert self.hook is not None
+        self.hook.set_targets_from(ctx.teacher.net, batches)
+        stats = [channel_mean_var(b.float()) for b in batches]
+        mean = torch.stack([m for m, _ in stats]).mean(0)
+        self._input_target = (mean, torch.stack([v + m * m for m, v in stats]).mean(0) - mean * mean)
 
     def _generator_step(self, ctx: RunContext, bsz: int) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
         """One generator step; returns its losses and (z, x, teacher top-1) of the batch it generated."""
@@ -142,7 +158,7 @@ class DataFreeStage(Stage):
         c = ctx.cfg.module1
         terms: dict[str, tuple[float, torch.Tensor]] = {}
         if c.w_input > 0:
-            terms["input"] = (c.w_input, input_stats_loss(ctx.teacher.prepare(xt).float()))
+            terms["input"] = (c.w_input, input_stats_loss(ctx.teacher.prepare(xt).float(), self._input_target))
         if c.w_tv > 0:
             terms["tv"] = (c.w_tv, total_variation(x.float()))
         if self.feat is not None:

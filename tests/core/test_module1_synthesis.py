@@ -191,3 +191,34 @@ def test_encoder_steps_are_the_first_n_student_steps(bank, tmp_path, monkeypatch
     assert math.isfinite(float(row["e_loss"])) and math.isfinite(float(row["s_kl"]))
     with pytest.raises(Exception, match="encoder_steps=3 exceeds"):
         load_config(SMOKE, ["module1.student_steps=2", "module1.encoder_steps=3"])
+
+
+def test_student_domain_targets_by_hand():
+    """BNStatsHook.set_targets_from: two equal batches of a 1-channel input to BN(1), values {0, 2, 0, 2}
+    (mean 1, unbiased var 4/3) and {4, 4, 4, 4} (mean 4, var 0); then input_stats_loss against a target."""
+    from augkd.training.losses import input_stats_loss
+
+    net = nn.Sequential(nn.BatchNorm2d(1)).eval()
+    hook = BNStatsHook(net)
+    b1 = torch.tensor([0.0, 2.0, 0.0, 2.0]).view(4, 1, 1, 1)  # mean 1, unbiased var 4/3
+    b2 = torch.full((4, 1, 1, 1), 4.0)  # mean 4, var 0
+    hook.set_targets_from(net, [b1, b2])
+    mean = (1.0 + 4.0) / 2
+    var = ((4 / 3 + 1.0) + (0.0 + 16.0)) / 2 - mean**2
+    assert hook.run_mean.item() == pytest.approx(mean) and hook.run_var.item() == pytest.approx(var)
+    assert not hook.enabled and hook._means == []
+    xn = torch.tensor([[[[0.0, 2.0]]], [[[0.0, 2.0]]]])  # mean 1, var 4/3
+    target = (torch.tensor([0.5]), torch.tensor([1.0]))
+    assert input_stats_loss(xn, target).item() == pytest.approx(0.5 + 1 / 3, rel=1e-6)
+
+
+def test_stats_target_student_domain_runs(tmp_path):
+    cfg = load_config(SMOKE, ["method=dfkd", "train.save_images=false", "module1.epochs=1", "module1.w_input=1",
+                              "module1.stats_target=student_domain"])  # fmt: skip
+    distill(cfg, tmp_path / "sd")
+    row = _rows(tmp_path / "sd" / "metrics.csv")[0]
+    base = load_config(SMOKE, ["method=dfkd", "train.save_images=false", "module1.epochs=1", "module1.w_input=1"])
+    distill(base, tmp_path / "t")
+    ref = _rows(tmp_path / "t" / "metrics.csv")[0]
+    assert float(row["g_input"]) > 0 and float(row["g_bn"]) > 0
+    assert float(row["g_bn"]) != float(ref["g_bn"])  # another target: another BN term
