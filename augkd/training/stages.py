@@ -444,12 +444,21 @@ class AnchorStage(Stage):
     def images(self, ctx: RunContext, out_dir: Path) -> None:
         from augkd.training.plots import save_rows
 
-        x, y = ctx.data.train.as_float()[:16].to(ctx.device), ctx.data.train.labels[:16].to(ctx.device)
+        idx = per_class_indices(ctx.data.train.labels, per_class=4, classes=6)  # several images of several classes
+        x = ctx.data.train.images[idx].float().div(255.0).to(ctx.device)
+        y = ctx.data.train.labels[idx].to(ctx.device)
         z, _, _ = ctx.nets["encoder"](x, y)
         z_a, _ = ctx.nets["anchor"](z, y)
         g = ctx.nets["generator"]
         save_rows([x, g(z).float(), g(z_a).float()], ["student image", "G(E(x))", "anchor G(A(E(x)))"],
                   out_dir / "module2_anchors.png", title="Module 2: student images beside their anchors")  # fmt: skip
+
+
+def per_class_indices(labels: torch.Tensor, per_class: int, classes: int) -> torch.Tensor:
+    """Indices of the first ``per_class`` images of each of the first ``classes`` classes present, grouped
+    by class (the pictures show several images of several classes, not the split's first rows)."""
+    picked = [torch.nonzero(labels == c).flatten()[:per_class] for c in labels.unique()[:classes]]
+    return torch.cat(picked) if picked else torch.zeros(0, dtype=torch.long)
 
 
 def within_class_std(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -598,7 +607,9 @@ class MixupStage(Stage):
     def images(self, ctx: RunContext, out_dir: Path) -> None:
         from augkd.training.plots import save_rows
 
-        x, y = ctx.data.train.as_float()[:12].to(ctx.device), ctx.data.train.labels[:12].to(ctx.device)
+        idx = per_class_indices(ctx.data.train.labels, per_class=1, classes=12)  # one image of each class
+        x = ctx.data.train.images[idx].float().div(255.0).to(ctx.device)
+        y = ctx.data.train.labels[idx].to(ctx.device)
         values = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
         rows = [self.mix(ctx, x, y, s)[0] for s in values]
         save_rows(rows, [f"s={s:.1f}" for s in values], out_dir / "module3_mixup.png",

@@ -128,3 +128,11 @@ def test_augkd_run_reports_anchor_measures(tmp_path):
         assert 0.0 <= a[k] <= 1.0, (k, a)
     assert a["anchor_conf"] >= 0.1  # a top-1 probability over 10 classes is at least 1/10
     assert a["anchor_std_ratio"] >= 0 and a["recon_std_ratio"] >= 0
+
+
+def test_per_class_indices_groups_by_class():
+    from augkd.training.stages import per_class_indices
+
+    labels = torch.tensor([2, 0, 2, 1, 0, 2, 1])
+    assert per_class_indices(labels, per_class=2, classes=2).tolist() == [1, 4, 3, 6]
+    assert per_class_indices(labels, per_class=1, classes=10).tolist() == [1, 3, 0]
