@@ -5,7 +5,8 @@ int8 calibration reads its TRAIN split. :func:`evaluation_data` finds that data,
 
 1. an explicit ``data`` argument (``--data DATASET``): a built-in name or an image folder / list file,
    split with the default fractions and seed (it wins over what the run recorded);
-2. a run directory (or a checkpoint whose folder holds ``config.yaml``): the ``data`` section of that
+2. what the run recorded, found as ``augkd eval`` finds it (:func:`augkd.runs.resolve_run_data`): a run
+   directory (or a checkpoint whose folder holds ``config.yaml``): the ``data`` section of that
    ``config.yaml``, with the folder's ``split.json`` when present;
 3. the checkpoint sidecar's ``extra["data"]`` (the DataConfig the run used), which recomputes the same
    split deterministically (``split.json`` next to the checkpoint is used when present);
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from augkd.errors import AugKDError, InputError
+from augkd.errors import InputError
 
 if TYPE_CHECKING:
     from augkd.checkpoint import ModelMeta
@@ -87,67 +88,23 @@ def normalize_images(images: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
     return (images.to(torch.float32) / 255.0 - m) / s
 
 
-def _folder_of(source: str | Path) -> Path | None:
-    path = Path(source)
-    if path.is_dir():
-        return path
-    if path.is_file():
-        return path.parent
-    return None  # a built-in pretrained name: no folder
-
-
-def _data_config(raw: Any, where: str, image_size: int) -> DataConfig:
-    from pydantic import ValidationError
-
-    from augkd.config import DataConfig
-
-    if isinstance(raw, DataConfig):
-        cfg = raw
-    elif isinstance(raw, str):
-        cfg = DataConfig.model_validate({"dataset": raw, "image_size": image_size})
-    elif isinstance(raw, dict):
-        try:
-            cfg = DataConfig.model_validate(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(map(str, err["loc"]))
-            raise InputError(f"data settings in {where} are invalid: {loc}: {err['msg']}; {_HOW_TO}") from exc
-    else:
-        raise InputError(f"data settings in {where} must be a mapping, got {type(raw).__name__}; {_HOW_TO}")
-    if cfg.image_size != image_size:
-        logger.info("data %s: loading at the model's input size %d (the run used %d)", cfg.dataset, image_size,
-                    cfg.image_size)  # fmt: skip
-        cfg = cfg.model_copy(update={"image_size": image_size})
-    return cfg
-
-
 def resolve_data_config(
     source: str | Path, meta: ModelMeta, data: str | DataConfig | None = None
 ) -> tuple[DataConfig, Path | None, str]:
     """Find the student-domain DataConfig for ``source``: ``(config, folder with split.json or None, origin)``."""
-    size = meta.input_size
-    if data is not None:
-        cfg = _data_config(data, "--data", size)
-        return cfg, None, f"--data {cfg.dataset} (default split, seed {cfg.split_seed})"
-    folder = _folder_of(source)
-    split_dir = folder if folder is not None and (folder / "split.json").is_file() else None
-    split_note = f"split from {split_dir / 'split.json'}" if split_dir else "split recomputed from the config"
-    if folder is not None and (folder / "config.yaml").is_file():
-        from augkd.config import read_yaml
+    from augkd.runs import data_config, resolve_run_data
 
-        try:
-            raw = read_yaml(folder / "config.yaml").get("data")
-        except AugKDError as exc:
-            raise InputError(f"{exc}; {_HOW_TO}") from exc
-        if raw is not None:
-            cfg = _data_config(raw, str(folder / "config.yaml"), size)
-            return cfg, split_dir, f"run config {folder / 'config.yaml'} ({split_note})"
-    raw = meta.extra.get("data")
-    if raw is not None:
-        cfg = _data_config(raw, "the checkpoint sidecar's extra['data']", size)
-        return cfg, split_dir, f"checkpoint sidecar extra['data'] ({split_note})"
-    raise InputError(f"no student-domain data recorded for {str(source)!r} (no run config.yaml, no extra['data'] "
-                     f"in its sidecar): {_HOW_TO}")  # fmt: skip
+    try:
+        if data is not None:
+            cfg = data_config(data, "--data", meta.input_size)
+            return cfg, None, f"--data {cfg.dataset} (default split, seed {cfg.split_seed})"
+        found = resolve_run_data(source, meta)
+    except InputError as exc:
+        raise InputError(f"{exc}; {_HOW_TO}") from exc
+    if found is None:
+        raise InputError(f"no student-domain data recorded for {str(source)!r} (no run config.yaml, no "
+                         f"extra['data'] in its sidecar): {_HOW_TO}")  # fmt: skip
+    return found.config, found.split_dir, found.origin
 
 
 def evaluation_data(
@@ -157,7 +114,7 @@ def evaluation_data(
     from augkd.data import load_domain
 
     cfg, split_dir, origin = resolve_data_config(source, meta, data_override)
-    domain = load_domain(cfg, run_dir=split_dir)
+    domain = load_domain(cfg, split_dir, meta.num_classes)  # a list file: labels in the model's classes
     if domain.num_classes != meta.num_classes:
         raise InputError(
             f"dataset {cfg.dataset!r} has {domain.num_classes} classes but the model predicts {meta.num_classes}: "

@@ -19,12 +19,13 @@ app = typer.Typer(
 
 # --- command registration (one module per command) ---
 from augkd.cli import doctor as _doctor
+from augkd.cli import evaluate as _evaluate
 from augkd.cli import train_cmds as _train
 
 app.command("distill")(_train.distill_cmd)
 app.command("compare")(_train.compare_cmd)
 app.command("teacher")(_train.teacher_cmd)
-app.command("eval")(_train.eval_cmd)
+app.command("eval")(_evaluate.eval_cmd)
 app.command("methods")(_train.methods_cmd)
 app.command("doctor")(_doctor.doctor_cmd)
 # export / bench (augkd.cli.export, augkd.cli.bench) register below

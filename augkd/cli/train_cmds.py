@@ -1,4 +1,4 @@
-"""``augkd distill``, ``augkd compare``, ``augkd teacher`` and ``augkd eval``."""
+"""``augkd distill``, ``augkd compare``, ``augkd teacher`` and ``augkd methods``."""
 
 from __future__ import annotations
 
@@ -224,34 +224,6 @@ def teacher_cmd(
         print_json(res)
     else:
         typer.echo(f"teacher: {res['teacher']} (best epoch {res['best_epoch']}, eval acc@1 {res['eval_acc1']:.4f})")
-
-
-@cli_errors
-def eval_cmd(
-    checkpoint: Annotated[
-        str, typer.Argument(help="Run directory, .safetensors/.pt checkpoint, or built-in teacher name.")
-    ],
-    data: Annotated[
-        Optional[str], typer.Option("--data", help="Dataset (built-in name or folder); default: the checkpoint's own.")
-    ] = None,
-    split: Annotated[str, typer.Option("--split", help="train, eval, test or all.")] = "test",
-    config: ConfigOpt = None,
-    overrides: SetOpt = None,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Top-1/3/5 accuracy of any checkpoint on a dataset split."""
-    setup_logging(verbose, True)
-    from augkd.evaluation_cli import evaluate_checkpoint
-
-    if split not in ("train", "eval", "test", "all"):
-        raise typer.BadParameter(f"--split must be train, eval, test or all, got {split!r}")
-    res = evaluate_checkpoint(checkpoint, data, split, config, list(overrides or []))
-    if json_out:
-        print_json(res)
-    else:
-        row = {"split": split, "n": int(res["n"]), "acc1": res["acc1"], "acc3": res["acc3"], "acc5": res["acc5"]}
-        print_table([row], title=f"{res['arch']} on {res['dataset']}")
 
 
 @cli_errors

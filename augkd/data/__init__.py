@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from augkd.data.builtin import BUILTIN_DATASETS, load_builtin
 from augkd.data.folder import load_image_folder, load_list_file
 from augkd.data.images import ImageSet, augment_batch, iterate_batches, to_uint8_rgb
@@ -63,6 +65,13 @@ class DomainData:
     @property
     def num_classes(self) -> int:
         return self.train.num_classes
+
+    def split(self, name: str) -> ImageSet:
+        """The ``train``, ``eval`` or ``test`` split, or ``all`` of them in that order."""
+        if name != "all":
+            return {"train": self.train, "eval": self.eval, "test": self.test}[name]
+        parts = (self.train, self.eval, self.test)
+        return ImageSet(torch.cat([s.images for s in parts]), torch.cat([s.labels for s in parts]), self.class_names)
 
 
 def load_domain(

@@ -136,6 +136,36 @@ def test_evaluation_data_needs_data(tmp_path, digits_student):
         evaluation_data(tmp_path / "student.safetensors", meta, "no-such-dataset")
 
 
+def test_eval_and_export_find_the_same_run_data(digits_run, digits_student):
+    """One resolver (augkd.runs): a run directory gives its config.yaml + split.json, a checkpoint its sidecar."""
+    from augkd.checkpoint import read_meta
+    from augkd.cli.evaluate import _eval_data
+    from augkd.export.data import resolve_data_config
+
+    for source, split_dir, seed in ((digits_run, digits_run, 7), (digits_student, None, 0)):
+        meta = read_meta(source / "student.json" if source.is_dir() else source.with_suffix(".json"))
+        cfg, found_dir, _ = resolve_data_config(source, meta)
+        assert (found_dir, cfg.split_seed) == (split_dir, seed)
+        assert _eval_data(str(source), meta, None, None, []) == (cfg, split_dir)
+
+
+def test_eval_reads_the_data_section_of_a_teacher_run(tmp_path, digits_student):
+    """A folder whose config.yaml is a teacher config: only its data section is read (as export always did)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from augkd.cli import app
+    from augkd.config import DataConfig, TeacherTrainConfig, save_config
+
+    shutil.copy(digits_student, tmp_path / "teacher.safetensors")
+    shutil.copy(digits_student.with_suffix(".json"), tmp_path / "teacher.json")
+    save_config(TeacherTrainConfig(data=DataConfig(dataset="digits", split_seed=7)), tmp_path / "config.yaml")
+    res = CliRunner().invoke(app, ["eval", str(tmp_path), "--split", "eval", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["dataset"] == "digits"
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"formats": ["onnx", "ort-int9"]}, "unknown export format 'ort-int9': did you mean 'ort-int8'"),
