@@ -54,15 +54,25 @@ def sidecar_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
-def save_model(model: nn.Module, path: str | Path, meta: ModelMeta) -> Path:
-    """Write ``path`` (.safetensors) and its JSON sidecar atomically; returns the weights path."""
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model``'s state dict to the .safetensors file ``path`` atomically (no sidecar); returns ``path``.
+
+    Read it back with :func:`load_state_dict_file`.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
+    state = _state_for_safetensors(model)
+    atomic_write(path, lambda p: save_file(state, str(p), metadata=metadata))
+    return path
+
+
+def save_model(model: nn.Module, path: str | Path, meta: ModelMeta) -> Path:
+    """Write ``path`` (.safetensors) and its JSON sidecar atomically; returns the weights path."""
+    path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
-    state = _state_for_safetensors(model)
-    atomic_write(path, lambda p: save_file(state, str(p), metadata={"arch": meta.arch}))
+    save_weights(model, path, {"arch": meta.arch})
     atomic_write_json(sidecar_path(path), meta.model_dump(mode="json"))
     return path
 

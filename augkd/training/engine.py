@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from augkd.checkpoint import load_state, save_state
+from augkd.checkpoint import load_state, load_state_dict_file, save_state, save_weights
 from augkd.config import DistillConfig
 from augkd.data import DomainData
 from augkd.data.images import ImageSet
@@ -376,24 +376,21 @@ class MetricsLog:
         atomic_write_text(self.path, buf.getvalue())
 
 
+def stage_net_path(run_dir: Path, stage_name: str, net: str) -> Path:
+    """Where :func:`save_stage_nets` keeps network ``net`` of stage ``stage_name``."""
+    return run_dir / "checkpoints" / stage_name / f"{net}.safetensors"
+
+
 def save_stage_nets(ctx: RunContext, stage: Stage) -> None:
     """Per-module checkpoints: the networks a stage trained (its best epoch), as plain tensors."""
-    from safetensors.torch import save_file
-
-    from augkd.utils import atomic_write
-
-    out = ctx.run_dir / "checkpoints" / stage.name
     for n in stage.trains:
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in ctx.nets[n].state_dict().items()}
-        atomic_write(out / f"{n}.safetensors", lambda p, st=state: save_file(st, str(p)))
+        save_weights(ctx.nets[n], stage_net_path(ctx.run_dir, stage.name, n))
 
 
 def load_stage_nets(ctx: RunContext, run_dir: Path, stage_name: str, names: tuple[str, ...]) -> None:
     """Load networks saved by :func:`save_stage_nets` in another run (e.g. a shared Module 1)."""
-    from augkd.checkpoint import load_state_dict_file
-
     for n in names:
-        ctx.nets[n].load_state_dict(load_state_dict_file(run_dir / "checkpoints" / stage_name / f"{n}.safetensors"))
+        ctx.nets[n].load_state_dict(load_state_dict_file(stage_net_path(run_dir, stage_name, n)))
 
 
 def attach_stage(ctx: RunContext, stage: Stage) -> None:

@@ -26,7 +26,7 @@ from augkd.evaluate import Normalize
 from augkd.models import create_model
 from augkd.models.teacher import FrozenTeacher
 from augkd.training.dist import DistSpec, make_fabric, rank_seed
-from augkd.training.engine import RunContext, Stage, keep_fp32, load_stage_nets, run_stages
+from augkd.training.engine import RunContext, Stage, keep_fp32, load_stage_nets, run_stages, stage_net_path
 from augkd.training.precision import fabric_precision_name, legacy_precision
 from augkd.training.stages import DataFreeStage, MixupStage, build_stages, needs_generative
 from augkd.utils import (
@@ -303,7 +303,7 @@ def _module1_signature(cfg: DistillConfig) -> dict[str, Any]:
 def _reuse_module1(cfg: DistillConfig, ctx: RunContext) -> None:
     """Load another run's Module 1 networks after checking it was trained with the same settings."""
     src = Path(str(cfg.module1.init_from))
-    if not (src / "config.yaml").is_file() or not (src / "checkpoints" / "module1" / "student.safetensors").is_file():
+    if not (src / "config.yaml").is_file() or not stage_net_path(src, "module1", "student").is_file():
         raise InputError(f"module1.init_from={str(src)!r} is not a run directory with a finished Module 1")
     other = load_config(src / "config.yaml")
     a, b = _module1_signature(cfg), _module1_signature(other)
@@ -394,7 +394,7 @@ def compare(
                 r = distill(sub, rd, resume=resume and (rd / "config.yaml").is_file(), progress=progress,
                             fabric=fabric)  # fmt: skip
                 res = r.to_dict()
-            if spec.uses_module1 and (rd / "checkpoints" / "module1" / "student.safetensors").is_file():
+            if spec.uses_module1 and stage_net_path(rd, "module1", "student").is_file():
                 module1_runs.setdefault(key, rd)
             results.setdefault(method, []).append(res)
             teacher = res["teacher_test"]
