@@ -337,11 +337,7 @@ def _write_pictures(cfg: DistillConfig, run_dir: Path, rows: list[dict[str, Any]
     plot_curves(rows, run_dir / "images" / "training_curves.png")
     for st in stages:
         if isinstance(st, MixupStage) and st.epochs > 0:
-            from augkd.training.schedule import stage_factor
-
-            m3 = cfg.module3
-            vals = [st.fixed_s if st.fixed_s is not None else stage_factor(e, st.epochs, m3.a, m3.b, m3.schedule)
-                    for e in range(st.epochs)]  # fmt: skip
+            vals = [st.s_at(cfg, e) for e in range(st.epochs)]
             plot_schedule(vals, run_dir / "images" / "s_schedule.png",
                           f"s(e): {cfg.module3.schedule}, a={cfg.module3.a}, b={cfg.module3.b}")  # fmt: skip
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,9 @@ from augkd.training.losses import (
     total_variation,
 )
 from augkd.training.schedule import cosine_factor, stage_factor, warmup_factor
+
+if TYPE_CHECKING:
+    from augkd.config import DistillConfig
 
 
 def _cl(x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
@@ -520,19 +523,25 @@ class MixupStage(Stage):
             f *= cosine_factor(self._lr_epoch, self.epochs)
         return f
 
-    def s_at(self, ctx: RunContext, epoch: int) -> float:
+    def s_at(self, cfg: DistillConfig, epoch: int) -> float:
+        """The stage factor s(e) of epoch ``epoch`` (``fixed_s`` for the no-mixup ablation)."""
         if self.fixed_s is not None:
             return self.fixed_s
-        c = ctx.cfg.module3
+        c = cfg.module3
         return stage_factor(epoch, self.epochs, c.a, c.b, c.schedule)
 
     def start_epoch_lr(self, ctx: RunContext, epoch: int) -> None:
-        """Set the student's lr for this epoch's first step (LambdaLR set it with the previous epoch's factor)."""
+        """Set the student's lr for this epoch's first step (LambdaLR set it with the previous epoch's factor).
+
+        The scheduler takes its last step again with this epoch's factor: ``base_lr · lr_factor(step)``, and
+        ``get_last_lr()`` follows. A new stage's first lr already has epoch 0's factor.
+        """
+        if epoch == self._lr_epoch:
+            return
         self._lr_epoch = epoch
         sch = self.schedulers["student"]
-        for group, base in zip(self.optimizers["student"].param_groups, sch.base_lrs, strict=True):
-            group["lr"] = base * self.lr_factor(ctx, sch.last_epoch)
-        sch._last_lr = [group["lr"] for group in self.optimizers["student"].param_groups]  # get_last_lr()
+        sch.last_epoch -= 1
+        sch.step()
 
     def setup(self, ctx: RunContext) -> None:
         for n in ("generator", "encoder", "anchor"):
@@ -570,7 +579,7 @@ class MixupStage(Stage):
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
         c = ctx.cfg.module3
         s_net = ctx.net("student")
-        s = self.s_at(ctx, epoch)
+        s = self.s_at(ctx.cfg, epoch)
         self.start_epoch_lr(ctx, epoch)
         lr = self.optimizers["student"].param_groups[0]["lr"]  # logged: the lr of this epoch's first step
         rows = []
@@ -659,7 +668,7 @@ class SupervisedStage(Stage):
         return _student_eval(ctx)
 
 
-def build_stages(ctx_cfg: DistillConfig) -> list[Stage]:  # noqa: F821
+def build_stages(ctx_cfg: DistillConfig) -> list[Stage]:
     """The stage list of the config's method (augkd.methods: one engine, methods are configs)."""
     c = ctx_cfg
     make = {
