@@ -230,10 +230,14 @@ def load_model(
             raise InputError(f"{src!r} is an architecture without shipped weights: pass a checkpoint file instead")
         model = create_model(src, num_classes or info.fixed_num_classes or 10)
         meta = ModelMeta(
-            arch=src, num_classes=info.fixed_num_classes or num_classes or 10,
+            arch=src,
+            num_classes=info.fixed_num_classes or num_classes or 10,
             class_names=[str(i) for i in range(info.fixed_num_classes or num_classes or 10)],
-            input_size=info.input_size or 32, in_chans=info.in_chans, mean=list(info.mean), std=list(info.std),
-        )  # fmt: skip
+            input_size=info.input_size or 32,
+            in_chans=info.in_chans,
+            mean=list(info.mean),
+            std=list(info.std),
+        )
         return model.eval(), meta
     path = resolve_checkpoint_path(source)
     state = load_state_dict_file(path)
@@ -244,8 +248,9 @@ def load_model(
         meta = ModelMeta(arch=arch, num_classes=num_classes, model_kwargs=model_kwargs)
     else:
         raise InputError(f"no sidecar {str(side)!r} for {str(path)!r}: pass the architecture and class count too")
-    model = create_model(meta.arch, meta.num_classes, **{"pretrained": False} if _is_pretrained(meta.arch) else {},
-                         **meta.model_kwargs)  # fmt: skip
+    model = create_model(
+        meta.arch, meta.num_classes, **{"pretrained": False} if _is_pretrained(meta.arch) else {}, **meta.model_kwargs
+    )
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -29,8 +29,12 @@ def _ort_providers() -> dict[str, Any]:
         from onnx import TensorProto, helper
 
         node = helper.make_node("Identity", ["x"], ["y"])
-        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+        graph = helper.make_graph(
+            [node],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
         blob = model.SerializeToString()
         _ = onnx

@@ -107,8 +107,9 @@ def _file_in_the_way(path: str | None) -> str | None:
     return None
 
 
-def storage_error(exc: BaseException, path: str | os.PathLike[str] | None = None,
-                  action: str | None = None) -> StorageError | None:  # fmt: skip
+def storage_error(
+    exc: BaseException, path: str | os.PathLike[str] | None = None, action: str | None = None
+) -> StorageError | None:
     """``exc`` as a one-line :class:`StorageError` naming ``path`` (default: the error's own file name) and the
     reason, or None when ``exc`` is not a filesystem error.
 

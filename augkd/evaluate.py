@@ -32,9 +32,12 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, data: ImageSet, batch_size: int = 1024, device: torch.device | str = "cpu",
+    model: nn.Module,
+    data: ImageSet,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
     normalize: nn.Module | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Logits for every image of ``data`` (in order), model in eval mode; inputs [0,1] then ``normalize``."""
     was_training = model.training
     model.eval()
@@ -49,9 +52,12 @@ def predict_logits(
 
 
 def accuracy(
-    model: nn.Module, data: ImageSet, batch_size: int = 1024, device: torch.device | str = "cpu",
+    model: nn.Module,
+    data: ImageSet,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
     normalize: nn.Module | None = None,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     """Acc@1/3/5 (fractions in [0, 1]) of ``model`` on ``data``."""
     logits = predict_logits(model, data, batch_size, device, normalize)
     n = max(len(data), 1)

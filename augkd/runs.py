@@ -70,8 +70,9 @@ def data_config(raw: Any, where: str, image_size: int) -> DataConfig:
     else:
         raise InputError(f"data settings in {where} must be a mapping, got {type(raw).__name__}")
     if cfg.image_size != image_size:
-        logger.info("data %s: loading at the model's input size %d (the run used %d)", cfg.dataset, image_size,
-                    cfg.image_size)  # fmt: skip
+        logger.info(
+            "data %s: loading at the model's input size %d (the run used %d)", cfg.dataset, image_size, cfg.image_size
+        )
         cfg = cfg.model_copy(update={"image_size": image_size})
     return cfg
 

@@ -92,16 +92,19 @@ def ensure_artifacts(
             found[backend] = fp32_onnx()
         elif fmt == "ort-int8":
             if evaluation is None:
-                raise InputError("ort-int8 needs calibration images from the run's train split and none were found: "
-                                 "pass --data DATASET or run `augkd export` first")  # fmt: skip
+                raise InputError(
+                    "ort-int8 needs calibration images from the run's train split and none were found: "
+                    "pass --data DATASET or run `augkd export` first"
+                )
             found[backend] = _quantize_on_the_fly(fp32_onnx(), fallback_dir, evaluation, calibration, notes)
         else:
             found[backend] = _build_engine_on_the_fly(fp32_onnx(), fallback_dir, notes)
     return found, notes
 
 
-def _quantize_on_the_fly(base: Path, fallback_dir: Path, evaluation: EvaluationData, calibration: int,
-                         notes: list[str]) -> Path:  # fmt: skip
+def _quantize_on_the_fly(
+    base: Path, fallback_dir: Path, evaluation: EvaluationData, calibration: int, notes: list[str]
+) -> Path:
     """Quantise the fp32 ONNX ``base`` to int8 with default settings into ``fallback_dir`` (noted)."""
     from augkd.export.quantize import quantize_ort_int8
 

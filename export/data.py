@@ -102,8 +102,10 @@ def resolve_data_config(
     except InputError as exc:
         raise InputError(f"{exc}; {_HOW_TO}") from exc
     if found is None:
-        raise InputError(f"no student-domain data recorded for {str(source)!r} (no run config.yaml, no "
-                         f"extra['data'] in its sidecar): {_HOW_TO}")  # fmt: skip
+        raise InputError(
+            f"no student-domain data recorded for {str(source)!r} (no run config.yaml, no "
+            f"extra['data'] in its sidecar): {_HOW_TO}"
+        )
     return found.config, found.split_dir, found.origin
 
 
@@ -127,6 +129,12 @@ def evaluation_data(
     if len(test) == 0:
         raise InputError(f"dataset {cfg.dataset!r} split {list(cfg.split)} leaves no test or eval images: {_HOW_TO}")
     return EvaluationData(
-        test=test, train=domain.train, origin=origin, dataset=cfg.dataset, test_split=which,
-        mean=tuple(meta.mean), std=tuple(meta.std), in_chans=meta.in_chans,
-    )  # fmt: skip
+        test=test,
+        train=domain.train,
+        origin=origin,
+        dataset=cfg.dataset,
+        test_split=which,
+        mean=tuple(meta.mean),
+        std=tuple(meta.std),
+        in_chans=meta.in_chans,
+    )

@@ -93,8 +93,14 @@ def _warm_up(runner: Callable[[Any], Any], inputs: Any, warmup: int, sync: Calla
     return first_call_ms
 
 
-def _timed_calls(runner: Callable[[Any], Any], inputs: Any, iters: int, duration: float | None, min_iters: int,
-                 sync: Callable[[], None] | None) -> list[int]:  # fmt: skip
+def _timed_calls(
+    runner: Callable[[Any], Any],
+    inputs: Any,
+    iters: int,
+    duration: float | None,
+    min_iters: int,
+    sync: Callable[[], None] | None,
+) -> list[int]:
     """Nanoseconds of each timed call: ``iters`` calls, or calls until ``duration`` s (at least ``min_iters``)."""
     times: list[int] = []
     start = time.perf_counter()
@@ -159,9 +165,12 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def torch_backend(
-    model: torch.nn.Module, normalize: Callable[[torch.Tensor], torch.Tensor], threads: int | None,
-    device: torch.device, compile: bool = False,
-) -> BackendRunner:  # fmt: skip
+    model: torch.nn.Module,
+    normalize: Callable[[torch.Tensor], torch.Tensor],
+    threads: int | None,
+    device: torch.device,
+    compile: bool = False,
+) -> BackendRunner:
     """torch eager (or ``torch.compile``, compiled on the first warm-up call per batch size) in inference mode."""
     model = model.eval().to(device)
     fn_model: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model, dynamic=False) if compile else model
@@ -172,19 +181,31 @@ def torch_backend(
 
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     provider = f"torch {device.type}" + (" (inductor)" if compile else "")
-    return BackendRunner("compile" if compile else "torch", run, lambda u: normalize(u).to(device), provider,
-                         threads if device.type == "cpu" else None, sync=sync,
-                         note="first warm-up call per batch size compiles" if compile else None)  # fmt: skip
+    return BackendRunner(
+        "compile" if compile else "torch",
+        run,
+        lambda u: normalize(u).to(device),
+        provider,
+        threads if device.type == "cpu" else None,
+        sync=sync,
+        note="first warm-up call per batch size compiles" if compile else None,
+    )
 
 
-def ort_backend(name: str, path: str | Path, normalize: Callable[[torch.Tensor], torch.Tensor], threads: int | None,
-                provider: str = "cpu") -> BackendRunner:  # fmt: skip
+def ort_backend(
+    name: str,
+    path: str | Path,
+    normalize: Callable[[torch.Tensor], torch.Tensor],
+    threads: int | None,
+    provider: str = "cpu",
+) -> BackendRunner:
     """An ONNX Runtime session; ``provider`` is what the session REALLY uses (``get_providers()``)."""
     from augkd.export.runtime import OrtRunner
 
     runner = OrtRunner(path, threads, provider)
-    return BackendRunner(name, runner, lambda u: runner.prepare(u, normalize), runner.provider, runner.threads,
-                         artifact=str(path))  # fmt: skip
+    return BackendRunner(
+        name, runner, lambda u: runner.prepare(u, normalize), runner.provider, runner.threads, artifact=str(path)
+    )
 
 
 def tensorrt_backend(path: str | Path, normalize: Callable[[torch.Tensor], torch.Tensor]) -> BackendRunner:
@@ -197,28 +218,41 @@ def tensorrt_backend(path: str | Path, normalize: Callable[[torch.Tensor], torch
         x = u if runner.input_dtype == torch.uint8 else normalize(u)
         return x.to("cuda", runner.input_dtype).contiguous()
 
-    return BackendRunner("tensorrt", runner, prepare, runner.provider, None, artifact=str(path),
-                         sync=runner.synchronize)  # fmt: skip
+    return BackendRunner(
+        "tensorrt", runner, prepare, runner.provider, None, artifact=str(path), sync=runner.synchronize
+    )
 
 
 def time_backend(
-    backend: BackendRunner, images: torch.Tensor, batches: Sequence[int], *, warmup: int, iters: int,
+    backend: BackendRunner,
+    images: torch.Tensor,
+    batches: Sequence[int],
+    *,
+    warmup: int,
+    iters: int,
     duration: float | None,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """Rows for one backend: the first ``b`` of the same uint8 ``images`` for each batch size ``b``."""
     rows = []
     for b in batches:
         x = backend.prepare(take_batch(images, b))
-        stats = measure_latency(backend.fn, x, warmup=warmup, iters=iters, duration=duration, batch_size=b,
-                                sync=backend.sync)  # fmt: skip
+        stats = measure_latency(
+            backend.fn, x, warmup=warmup, iters=iters, duration=duration, batch_size=b, sync=backend.sync
+        )
         note = backend.note
         if backend.name == "compile" and stats["first_call_ms"] is not None:
             note = f"compile + first call {stats['first_call_ms'] / 1000:.1f} s (excluded)"
         rows.append({"backend": backend.name, **{k: v for k, v in stats.items() if k != "first_call_ms"},
                      "threads": backend.threads, "provider": backend.provider, "artifact": backend.artifact,
                      "note": note})  # fmt: skip
-        logger.info("%-9s batch %3d: p50 %.3f ms, %.0f samples/s (%s)", backend.name, b, stats["p50_ms"],
-                    stats["throughput"], backend.provider)  # fmt: skip
+        logger.info(
+            "%-9s batch %3d: p50 %.3f ms, %.0f samples/s (%s)",
+            backend.name,
+            b,
+            stats["p50_ms"],
+            stats["throughput"],
+            backend.provider,
+        )
     return rows
 
 
@@ -328,21 +362,26 @@ def bench_latency(
     return result
 
 
-def _latency_result(src: Source, settings: dict[str, Any], rows: list[dict[str, Any]],
-                    notes: list[str]) -> dict[str, Any]:  # fmt: skip
+def _latency_result(
+    src: Source, settings: dict[str, Any], rows: list[dict[str, Any]], notes: list[str]
+) -> dict[str, Any]:
     """What :func:`bench_latency` returns (and writes): the model, the settings, the environment, the rows."""
     from augkd.export.report import environment_info, now_iso
 
     return {
         "created": now_iso(),
         "source": src.spec,
-        "model": {"arch": src.meta.arch, "model_kwargs": src.meta.model_kwargs, "input_size": src.meta.input_size,
-                  "num_classes": src.meta.num_classes},
+        "model": {
+            "arch": src.meta.arch,
+            "model_kwargs": src.meta.model_kwargs,
+            "input_size": src.meta.input_size,
+            "num_classes": src.meta.num_classes,
+        },
         "settings": settings,
         "environment": environment_info(),
         "rows": rows,
         "notes": notes,
-    }  # fmt: skip
+    }
 
 
 def _write_result(result: dict[str, Any], out: Path) -> None:
@@ -373,17 +412,30 @@ def _bench_images(src: Source, data: str | None, n: int) -> tuple[torch.Tensor, 
         logger.warning("no student-domain data (%s): timing on random images", exc)
         g = torch.Generator().manual_seed(0)
         s, c = src.meta.input_size, src.meta.in_chans
-        return (torch.randint(0, 256, (n, c, s, s), dtype=torch.uint8, generator=g),
-                "inputs: seeded random uint8 images (no student-domain data found; pass --data)", None)  # fmt: skip
+        return (
+            torch.randint(0, 256, (n, c, s, s), dtype=torch.uint8, generator=g),
+            "inputs: seeded random uint8 images (no student-domain data found; pass --data)",
+            None,
+        )
     images, _ = ev.test_batch(n)
-    return images, (f"inputs: {len(images)} images of the {ev.test_split} split (seeded random subset, repeated up "
-                    f"to the largest batch), the same for every backend; data from {ev.origin}"), ev  # fmt: skip
+    return (
+        images,
+        (
+            f"inputs: {len(images)} images of the {ev.test_split} split (seeded random subset, repeated up "
+            f"to the largest batch), the same for every backend; data from {ev.origin}"
+        ),
+        ev,
+    )
 
 
 def _make_backend(
-    name: str, src: Source, artifacts: dict[str, Path], normalize: Callable[[torch.Tensor], torch.Tensor],
-    threads: int, dev: torch.device,
-) -> BackendRunner:  # fmt: skip
+    name: str,
+    src: Source,
+    artifacts: dict[str, Path],
+    normalize: Callable[[torch.Tensor], torch.Tensor],
+    threads: int,
+    dev: torch.device,
+) -> BackendRunner:
     import copy
 
     if name in ("torch", "compile"):
@@ -399,8 +451,10 @@ def write_latency_files(result: dict[str, Any], out_dir: str | Path, stem: str =
     from augkd.utils import atomic_write_json, atomic_write_text
 
     out = Path(out_dir)
-    files = {"json": atomic_write_json(out / f"{stem}.json", result),
-             "md": atomic_write_text(out / f"{stem}.md", latency_markdown(result))}  # fmt: skip
+    files = {
+        "json": atomic_write_json(out / f"{stem}.json", result),
+        "md": atomic_write_text(out / f"{stem}.md", latency_markdown(result)),
+    }
     files["png"] = latency_chart(result, out / f"{stem}.png")
     return files
 
@@ -462,8 +516,14 @@ def latency_chart(result: dict[str, Any], path: str | Path, title: str | None = 
     axes[0].set_yscale("log")
     axes[1].legend(fontsize=8)
     m, env = result.get("model", {}), result.get("environment", {})
-    fig.suptitle(title or f"{m.get('arch')} {m.get('input_size')}px — {env.get('cpu')}, "
-                 f"{result.get('settings', {}).get('threads')} threads", fontsize=10)  # fmt: skip
+    fig.suptitle(
+        title
+        or (
+            f"{m.get('arch')} {m.get('input_size')}px — {env.get('cpu')}, "
+            f"{result.get('settings', {}).get('threads')} threads"
+        ),
+        fontsize=10,
+    )
     fig.tight_layout()
     out = atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)

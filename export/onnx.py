@@ -130,10 +130,16 @@ def _export_legacy(module: nn.Module, example: torch.Tensor, opset: int, output_
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, (example,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=[output_name], dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[output_name],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
                 do_constant_folding=True,
-            )  # fmt: skip
+            )
         return onnx.load(str(path))
 
 
@@ -202,8 +208,9 @@ def export_onnx(
     mean_c = list(mean)[:in_chans] if mean is not None else None
     std_c = list(std)[:in_chans] if std is not None else None
     model = model.eval()
-    module = ExportWrapper(model, mean_c if with_preprocessing else None, std_c if with_preprocessing else None,
-                           softmax).eval()  # fmt: skip
+    module = ExportWrapper(
+        model, mean_c if with_preprocessing else None, std_c if with_preprocessing else None, softmax
+    ).eval()
     output_name = "probabilities" if softmax else "logits"
     example = _example_input(in_chans, input_size, with_preprocessing)
 
@@ -241,8 +248,9 @@ def _save_graph(proto: onnx.ModelProto, meta: dict[str, str], path: Path) -> Pat
     return path
 
 
-def _check_export_args(exporter: str, opset: int, with_preprocessing: bool, mean: list[float] | None,
-                       std: list[float] | None) -> None:  # fmt: skip
+def _check_export_args(
+    exporter: str, opset: int, with_preprocessing: bool, mean: list[float] | None, std: list[float] | None
+) -> None:
     if exporter not in EXPORTERS:
         raise InputError(f"unknown ONNX exporter {exporter!r}: use one of {', '.join(EXPORTERS)}")
     if opset < MIN_OPSET:
@@ -260,8 +268,9 @@ def _example_input(in_chans: int, input_size: int, with_preprocessing: bool) -> 
     return torch.randn(2, in_chans, input_size, input_size, generator=gen)
 
 
-def _export_first_that_works(exporter: str, module: nn.Module, example: torch.Tensor, opset: int,
-                             output_name: str) -> tuple[onnx.ModelProto, str, str | None]:  # fmt: skip
+def _export_first_that_works(
+    exporter: str, module: nn.Module, example: torch.Tensor, opset: int, output_name: str
+) -> tuple[onnx.ModelProto, str, str | None]:
     """(graph, exporter used, why the first one failed): ``auto`` tries dynamo, then legacy."""
     order = ["dynamo", "legacy"] if exporter == "auto" else [exporter]
     reasons: list[str] = []

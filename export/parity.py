@@ -47,8 +47,14 @@ def accuracy_result(
 ) -> AccuracyResult:
     """Acc@1 of ``outputs`` with the drop in points against ``reference_acc1``."""
     acc = accuracy(outputs, labels)
-    return AccuracyResult(split=split, samples=int(labels.shape[0]), acc1=acc, reference=reference_name,
-                          reference_acc1=reference_acc1, drop_points=(reference_acc1 - acc) * 100.0)  # fmt: skip
+    return AccuracyResult(
+        split=split,
+        samples=int(labels.shape[0]),
+        acc1=acc,
+        reference=reference_name,
+        reference_acc1=reference_acc1,
+        drop_points=(reference_acc1 - acc) * 100.0,
+    )
 
 
 def parity_checks(fmt: str, parity: ParityResult, atol: float, min_agreement: float) -> list[CheckResult]:
@@ -57,16 +63,25 @@ def parity_checks(fmt: str, parity: ParityResult, atol: float, min_agreement: fl
     ok_a = parity.top1_agreement >= min_agreement
     return [
         CheckResult(
-            name="max_abs_diff", passed=ok_d, value=parity.max_abs_diff, threshold=atol,
-            message=f"{fmt}: max |Δ| {parity.max_abs_diff:.3g} vs {parity.reference} "
-                    f"{'≤' if ok_d else '>'} --atol {atol:g}",
+            name="max_abs_diff",
+            passed=ok_d,
+            value=parity.max_abs_diff,
+            threshold=atol,
+            message=(
+                f"{fmt}: max |Δ| {parity.max_abs_diff:.3g} vs {parity.reference} {'≤' if ok_d else '>'} --atol {atol:g}"
+            ),
         ),
         CheckResult(
-            name="top1_agreement", passed=ok_a, value=parity.top1_agreement, threshold=min_agreement,
-            message=f"{fmt}: top-1 agreement {parity.top1_agreement * 100:.2f}% with {parity.reference} "
-                    f"{'≥' if ok_a else '<'} --min-agreement {min_agreement * 100:g}%",
+            name="top1_agreement",
+            passed=ok_a,
+            value=parity.top1_agreement,
+            threshold=min_agreement,
+            message=(
+                f"{fmt}: top-1 agreement {parity.top1_agreement * 100:.2f}% with {parity.reference} "
+                f"{'≥' if ok_a else '<'} --min-agreement {min_agreement * 100:g}%"
+            ),
         ),
-    ]  # fmt: skip
+    ]
 
 
 def accuracy_check(fmt: str, acc: AccuracyResult, max_drop: float) -> CheckResult:
@@ -80,8 +95,13 @@ def accuracy_check(fmt: str, acc: AccuracyResult, max_drop: float) -> CheckResul
     lost = round(acc.drop_points / per_image)
     note = f"; one image = {per_image:.2f} pts, so this gate allows no lost image" if max_drop < per_image else ""
     return CheckResult(
-        name="acc_drop", passed=ok, value=acc.drop_points, threshold=max_drop,
-        message=f"{fmt}: Acc@1 {acc.acc1 * 100:.2f}% vs {acc.reference} {acc.reference_acc1 * 100:.2f}% "
-                f"(drop {acc.drop_points:.2f} pts, {lost:d} of {acc.samples} images, "
-                f"{'≤' if ok else '>'} --max-acc-drop {max_drop:g}{note})",
-    )  # fmt: skip
+        name="acc_drop",
+        passed=ok,
+        value=acc.drop_points,
+        threshold=max_drop,
+        message=(
+            f"{fmt}: Acc@1 {acc.acc1 * 100:.2f}% vs {acc.reference} {acc.reference_acc1 * 100:.2f}% "
+            f"(drop {acc.drop_points:.2f} pts, {lost:d} of {acc.samples} images, "
+            f"{'≤' if ok else '>'} --max-acc-drop {max_drop:g}{note})"
+        ),
+    )

@@ -47,8 +47,14 @@ def parse_formats(formats: str | Sequence[str] | None) -> list[str]:
     return ["onnx"] + [f for f in names if f != "onnx"]
 
 
-def _check_options(atol: float, min_agreement: float, parity_samples: int | None, calibration: int,
-                   max_acc_drop: float, latency_batches: Sequence[int]) -> None:  # fmt: skip
+def _check_options(
+    atol: float,
+    min_agreement: float,
+    parity_samples: int | None,
+    calibration: int,
+    max_acc_drop: float,
+    latency_batches: Sequence[int],
+) -> None:
     if atol < 0:
         raise InputError(f"--atol must be >= 0, got {atol}")
     if not 0.0 <= min_agreement <= 1.0:
@@ -195,8 +201,9 @@ def _open_context(source: str | Path, out_dir: str | Path | None, o: _ExportOpti
                     with_preprocessing=o.with_preprocessing, softmax=o.softmax)  # fmt: skip
 
 
-def _build_report(ctx: _Context, o: _ExportOptions, onnx_info: Any, artifacts: list[ArtifactReport],
-                  rows: list[LatencyRow]) -> ExportReport:  # fmt: skip
+def _build_report(
+    ctx: _Context, o: _ExportOptions, onnx_info: Any, artifacts: list[ArtifactReport], rows: list[LatencyRow]
+) -> ExportReport:
     from augkd.export.parity import accuracy
     from augkd.export.report import count_macs, count_parameters, environment_info, now_iso
 
@@ -275,16 +282,21 @@ class _Context:
         if info.fallback_reason:
             self.notes.append(f"dynamo exporter failed, legacy used: {info.fallback_reason}")
         c = meta.in_chans
-        wrapper = ExportWrapper(self.src.model, meta.mean[:c] if self.with_preprocessing else None,
-                                meta.std[:c] if self.with_preprocessing else None, self.softmax).eval()  # fmt: skip
+        wrapper = ExportWrapper(
+            self.src.model,
+            meta.mean[:c] if self.with_preprocessing else None,
+            meta.std[:c] if self.with_preprocessing else None,
+            self.softmax,
+        ).eval()
         with torch.no_grad():
             self.reference = run_batched(wrapper, self.model_input)  # exactly the module that was exported
         return info
 
     def _artifact(self, fmt: str, precision: str, backend: str) -> ArtifactReport:
         path = self.out / ARTIFACT_FILES[fmt]
-        return ArtifactReport(format=fmt, file=path.name, size_bytes=path.stat().st_size, precision=precision,
-                              backend=backend)  # fmt: skip
+        return ArtifactReport(
+            format=fmt, file=path.name, size_bytes=path.stat().st_size, precision=precision, backend=backend
+        )
 
     def _ort_outputs(self, path: Path) -> tuple[torch.Tensor, str]:
         from augkd.export.runtime import OrtRunner, run_batched
@@ -299,19 +311,22 @@ class _Context:
         self.onnx_outputs, provider = self._ort_outputs(self.onnx_path)
         art = self._artifact("onnx", "fp32", f"onnxruntime {provider}")
         art.parity = compare_outputs(self.reference, self.onnx_outputs, "torch fp32")
-        art.accuracy = accuracy_result(self.onnx_outputs, self.labels, accuracy(self.reference, self.labels),
-                                       "torch fp32", self.ev.test_split)  # fmt: skip
+        art.accuracy = accuracy_result(
+            self.onnx_outputs, self.labels, accuracy(self.reference, self.labels), "torch fp32", self.ev.test_split
+        )
         art.checks = parity_checks("onnx", art.parity, atol, min_agreement)
-        logger.info("onnx parity: max |Δ| %.3g, top-1 agreement %.4f", art.parity.max_abs_diff,
-                    art.parity.top1_agreement)  # fmt: skip
+        logger.info(
+            "onnx parity: max |Δ| %.3g, top-1 agreement %.4f", art.parity.max_abs_diff, art.parity.top1_agreement
+        )
         return art
 
     def _reduced(self, art: ArtifactReport, outputs: torch.Tensor, max_acc_drop: float) -> ArtifactReport:
         from augkd.export.parity import accuracy, accuracy_check, accuracy_result, compare_outputs
 
         art.parity = compare_outputs(self.reference, outputs, "torch fp32")
-        art.accuracy = accuracy_result(outputs, self.labels, accuracy(self.onnx_outputs, self.labels), "onnx fp32",
-                                       self.ev.test_split)  # fmt: skip
+        art.accuracy = accuracy_result(
+            outputs, self.labels, accuracy(self.onnx_outputs, self.labels), "onnx fp32", self.ev.test_split
+        )
         art.checks = [accuracy_check(art.format, art.accuracy, max_acc_drop)]
         logger.info("%s: Acc@1 %.4f (fp32 ONNX %.4f)", art.format, art.accuracy.acc1, art.accuracy.reference_acc1)
         return art
@@ -326,10 +341,15 @@ class _Context:
 
         path = self.out / ARTIFACT_FILES["ort-int8"]
         info = quantize_ort_int8(
-            self.onnx_path, path, self._calibration_inputs(quant["calibration"]).numpy(), method=quant["method"],
-            activation_type=quant["activation_type"], quant_format=quant["quant_format"],
-            per_channel=quant["per_channel"], exclude_first_last=quant["exclude_first_last"],
-        )  # fmt: skip
+            self.onnx_path,
+            path,
+            self._calibration_inputs(quant["calibration"]).numpy(),
+            method=quant["method"],
+            activation_type=quant["activation_type"],
+            quant_format=quant["quant_format"],
+            per_channel=quant["per_channel"],
+            exclude_first_last=quant["exclude_first_last"],
+        )
         outputs, provider = self._ort_outputs(path)
         art = self._artifact("ort-int8", "int8", f"onnxruntime {provider}")
         art.details = {"quantization": info}
@@ -343,10 +363,16 @@ class _Context:
         precision = fmt.split("-", 1)[1]
         path = self.out / ARTIFACT_FILES[fmt]
         cal = self._calibration_inputs(calibration) if precision == "int8" else None
-        info = build_engine(self.onnx_path, path, precision=precision, max_batch=max_batch,
-                            opt_batch=min(32, max_batch), calibration_inputs=cal,
-                            timing_cache=self.out / "trt_timing.cache",
-                            calibration_cache=self.out / "model.int8.calib" if cal is not None else None)  # fmt: skip
+        info = build_engine(
+            self.onnx_path,
+            path,
+            precision=precision,
+            max_batch=max_batch,
+            opt_batch=min(32, max_batch),
+            calibration_inputs=cal,
+            timing_cache=self.out / "trt_timing.cache",
+            calibration_cache=self.out / "model.int8.calib" if cal is not None else None,
+        )
         runner = TensorRTRunner(path)
 
         def run(x: torch.Tensor) -> torch.Tensor:

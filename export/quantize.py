@@ -69,16 +69,18 @@ def quantized_op_counts(path: str | Path) -> dict[str, Any]:
     nodes = model.graph.node
     dq_outputs = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
     quantized = collections.Counter(
-        n.op_type for n in nodes
+        n.op_type
+        for n in nodes
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_outputs for i in n.input)
-    )  # fmt: skip
+    )
     for n in nodes:  # QOperator format: integer ops directly
         if n.op_type.startswith("QLinear") or n.op_type in ("QGemm", "ConvInteger", "MatMulInteger"):
             quantized[n.op_type] += 1
     float_ops = collections.Counter(
-        n.op_type for n in nodes
+        n.op_type
+        for n in nodes
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and n.op_type not in quantized
-    )  # fmt: skip
+    )
     return {
         "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in nodes),
         "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in nodes),
@@ -127,8 +129,9 @@ def quantize_ort_int8(
     exclude = list(nodes_to_exclude or [])
     if exclude_first_last:
         exclude += first_last_nodes(fp32_path)
-    settings = _static_settings(q, method, activation_type, quant_format, op_types, per_channel, reduce_range,
-                                exclude, percentile)  # fmt: skip
+    settings = _static_settings(
+        q, method, activation_type, quant_format, op_types, per_channel, reduce_range, exclude, percentile
+    )
     t0 = time.perf_counter()
     notes = _quantize_static(q, fp32_path, out_path, calibration_inputs, batch_size, settings)
     info: dict[str, Any] = {
@@ -146,8 +149,13 @@ def quantize_ort_int8(
         "notes": notes,
     }
     info.update(quantized_op_counts(out_path))
-    logger.info("int8 (%s, %s calibration on %d images): %s", quant_format, method, len(calibration_inputs),
-                info["quantized_ops"])  # fmt: skip
+    logger.info(
+        "int8 (%s, %s calibration on %d images): %s",
+        quant_format,
+        method,
+        len(calibration_inputs),
+        info["quantized_ops"],
+    )
     return info
 
 
@@ -158,13 +166,19 @@ def _static_settings(
     """The keyword arguments of ONNX Runtime's ``quantize_static`` for these settings (weights always int8)."""
     return {
         "quant_format": q.QuantFormat.QDQ if quant_format == "qdq" else q.QuantFormat.QOperator,
-        "op_types_to_quantize": op_types, "per_channel": per_channel, "reduce_range": reduce_range,
+        "op_types_to_quantize": op_types,
+        "per_channel": per_channel,
+        "reduce_range": reduce_range,
         "activation_type": q.QuantType.QUInt8 if activation_type == "uint8" else q.QuantType.QInt8,
-        "weight_type": q.QuantType.QInt8, "nodes_to_exclude": exclude or None,
-        "calibrate_method": {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
-                             "entropy": q.CalibrationMethod.Entropy}[method],
+        "weight_type": q.QuantType.QInt8,
+        "nodes_to_exclude": exclude or None,
+        "calibrate_method": {
+            "minmax": q.CalibrationMethod.MinMax,
+            "percentile": q.CalibrationMethod.Percentile,
+            "entropy": q.CalibrationMethod.Entropy,
+        }[method],
         "extra_options": {"CalibPercentile": percentile} if method == "percentile" else {},
-    }  # fmt: skip
+    }
 
 
 def _check_quant_args(method: str, activation_type: str, quant_format: str, calibration_inputs: np.ndarray) -> None:
@@ -178,8 +192,14 @@ def _check_quant_args(method: str, activation_type: str, quant_format: str, cali
         raise InputError("int8 calibration needs at least one image; the run's train split is empty")
 
 
-def _quantize_static(q: Any, fp32_path: str | Path, out_path: str | Path, calibration_inputs: np.ndarray,
-                     batch_size: int, settings: dict[str, Any]) -> list[str]:  # fmt: skip
+def _quantize_static(
+    q: Any,
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calibration_inputs: np.ndarray,
+    batch_size: int,
+    settings: dict[str, Any],
+) -> list[str]:
     """Pre-process (shape inference; skipped if it fails), calibrate and write the int8 model; the notes."""
     from augkd.utils import atomic_write
 

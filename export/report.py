@@ -199,9 +199,13 @@ def _markdown(r: ExportReport) -> str:
             f"{_fmt(acc and acc.reference_acc1 * 100, '.2f')} | {_fmt(acc and acc.drop_points, '.2f')} | {checks} |"
         )
     if r.latency:
-        lines += ["", "## Latency (quick measurement)", "",
-                  "| backend | batch | p50 ms | p90 ms | p99 ms | mean ms | samples/s | provider | threads |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "## Latency (quick measurement)",
+            "",
+            "| backend | batch | p50 ms | p90 ms | p99 ms | mean ms | samples/s | provider | threads |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        ]
         for row in r.latency:
             lines.append(
                 f"| {row.backend} | {row.batch_size} | {row.p50_ms:.3f} | {row.p90_ms:.3f} | {row.p99_ms:.3f} | "

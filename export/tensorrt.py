@@ -71,8 +71,12 @@ def require_tensorrt() -> Any:
 
 def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
     table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int8: torch.int8, trt.int32: torch.int32}
-    for trt_name, torch_dtype in (("uint8", torch.uint8), ("bool", torch.bool), ("int64", torch.int64),
-                                  ("bfloat16", torch.bfloat16)):  # fmt: skip
+    for trt_name, torch_dtype in (
+        ("uint8", torch.uint8),
+        ("bool", torch.bool),
+        ("int64", torch.int64),
+        ("bfloat16", torch.bfloat16),
+    ):
         if hasattr(trt, trt_name):
             table[getattr(trt, trt_name)] = torch_dtype
     if dtype not in table:
@@ -155,8 +159,9 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)
     calibrator = None
     if precision == "int8":
-        calibrator = _set_int8_calibration(trt, builder, config, inp.name, chw, calibration_inputs, calibration_batch,
-                                           calibration_cache)  # fmt: skip
+        calibrator = _set_int8_calibration(
+            trt, builder, config, inp.name, chw, calibration_inputs, calibration_batch, calibration_cache
+        )
     cache_file, cache = _set_timing_cache(config, timing_cache)  # cache: kept alive until the build ends
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -182,15 +187,22 @@ def _parse_onnx(trt: Any, network: Any, trt_logger: Any, onnx_path: str | Path) 
 
 
 def _set_int8_calibration(
-    trt: Any, builder: Any, config: Any, input_name: str, chw: tuple[int, ...], calibration_inputs: torch.Tensor | None,
-    calibration_batch: int, calibration_cache: str | Path | None,
-) -> Any:  # fmt: skip
+    trt: Any,
+    builder: Any,
+    config: Any,
+    input_name: str,
+    chw: tuple[int, ...],
+    calibration_inputs: torch.Tensor | None,
+    calibration_batch: int,
+    calibration_cache: str | Path | None,
+) -> Any:
     """Enable int8 with an entropy calibrator over ``calibration_inputs`` and its own profile; the calibrator."""
     if calibration_inputs is None or len(calibration_inputs) == 0:
         raise ExportError("TensorRT int8 needs calibration images (the run's train split)")
     config.set_flag(trt.BuilderFlag.INT8)
-    calibrator = _make_calibrator(trt, calibration_inputs, calibration_batch,
-                                  Path(calibration_cache) if calibration_cache else None)  # fmt: skip
+    calibrator = _make_calibrator(
+        trt, calibration_inputs, calibration_batch, Path(calibration_cache) if calibration_cache else None
+    )
     config.int8_calibrator = calibrator
     cal_profile = builder.create_optimization_profile()  # calibration runs at exactly the calibrator's batch
     cal_shape = (calibrator.batch_size, *chw)
@@ -259,8 +271,9 @@ def tensorrt_selftest() -> dict[str, Any]:
     from augkd.export.onnx import export_onnx
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(8, 4)).eval()  # fmt: skip
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+    ).eval()
     result: dict[str, Any] = {"status": "ok", "checks": []}
     try:
         trt = require_tensorrt()

@@ -88,8 +88,11 @@ def _show(result: dict, json_out: bool) -> None:
         print_json(result)
         return
     m = result["model"]
-    print_table(_table_rows(result["rows"]), title=f"latency: {m['arch']} at {m['input_size']}px, "
-                f"{result['settings']['threads']} threads", columns=_COLUMNS)  # fmt: skip
+    print_table(
+        _table_rows(result["rows"]),
+        title=f"latency: {m['arch']} at {m['input_size']}px, {result['settings']['threads']} threads",
+        columns=_COLUMNS,
+    )
     for note in result["notes"]:
         typer.echo(note)
     if "files" in result:

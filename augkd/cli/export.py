@@ -12,9 +12,14 @@ from augkd.cli._util import cli_errors, print_json, print_table, setup_logging
 
 FormatOpt = Annotated[
     list[str] | None,
-    typer.Option("--format", "-f", help="onnx, ort-int8, tensorrt-fp16, tensorrt-int8 (repeatable or comma-separated; "
-                 "default: onnx and ort-int8)."),
-]  # fmt: skip
+    typer.Option(
+        "--format",
+        "-f",
+        help=(
+            "onnx, ort-int8, tensorrt-fp16, tensorrt-int8 (repeatable or comma-separated; default: onnx and ort-int8)."
+        ),
+    ),
+]
 
 
 def _rows(report: dict) -> list[dict]:
@@ -23,15 +28,21 @@ def _rows(report: dict) -> list[dict]:
     for a in report["artifacts"]:
         p, acc = a.get("parity") or {}, a.get("accuracy") or {}
         backend = {"onnx": "ort"}.get(a["format"], a["format"])
-        rows.append({
-            "format": a["format"], "file": a["file"], "KiB": a["size_bytes"] / 1024,
-            "max |Δ|": p.get("max_abs_diff"), "top-1 agree %": p.get("top1_agreement", 0) * 100 if p else None,
-            "Acc@1 %": acc.get("acc1", 0) * 100 if acc else None,
-            "ref Acc@1 %": acc.get("reference_acc1", 0) * 100 if acc else None,
-            "drop pts": acc.get("drop_points"), "p50 ms b1": lat.get((backend, 1)),
-            "p50 ms b32": lat.get((backend, 32)),
-            "checks": "ok" if all(c["passed"] for c in a["checks"]) else "FAIL",
-        })  # fmt: skip
+        rows.append(
+            {
+                "format": a["format"],
+                "file": a["file"],
+                "KiB": a["size_bytes"] / 1024,
+                "max |Δ|": p.get("max_abs_diff"),
+                "top-1 agree %": p.get("top1_agreement", 0) * 100 if p else None,
+                "Acc@1 %": acc.get("acc1", 0) * 100 if acc else None,
+                "ref Acc@1 %": acc.get("reference_acc1", 0) * 100 if acc else None,
+                "drop pts": acc.get("drop_points"),
+                "p50 ms b1": lat.get((backend, 1)),
+                "p50 ms b32": lat.get((backend, 32)),
+                "checks": "ok" if all(c["passed"] for c in a["checks"]) else "FAIL",
+            }
+        )
     return rows
 
 
@@ -40,8 +51,11 @@ def _show(report: dict, json_out: bool, saved: bool = True) -> None:
         print_json(report)
         return
     torch_lat = {r["batch_size"]: r["p50_ms"] for r in report.get("latency", []) if r["backend"] == "torch"}
-    title = (f"{report['model']['arch']} → {report['out_dir']} (torch Acc@1 {report['model']['torch_acc1'] * 100:.2f}%"
-             + (f", torch p50 b1 {torch_lat[1]:.3f} ms" if 1 in torch_lat else "") + ")")  # fmt: skip
+    title = (
+        f"{report['model']['arch']} → {report['out_dir']} (torch Acc@1 {report['model']['torch_acc1'] * 100:.2f}%"
+        + (f", torch p50 b1 {torch_lat[1]:.3f} ms" if 1 in torch_lat else "")
+        + ")"
+    )
     print_table(_rows(report), title=title)
     if saved:
         typer.echo(f"report: {Path(report['out_dir']) / 'export_report.md'}")

@@ -28,8 +28,10 @@ def _seeds(text: str | None) -> list[int] | None:
 
 
 def _result_rows(res: dict) -> list[dict]:
-    return [{"metric": k, "student": res["test"][k], "teacher (source only)": res["teacher_test"][k]}
-            for k in ("acc1", "acc3", "acc5")]  # fmt: skip
+    return [
+        {"metric": k, "student": res["test"][k], "teacher (source only)": res["teacher_test"][k]}
+        for k in ("acc1", "acc3", "acc5")
+    ]
 
 
 MethodOpt = Annotated[
@@ -97,8 +99,14 @@ def distill_cmd(
     try:
         if resume is not None:
             _check_resume_args(config, method, seeds, out)
-            res = distill(load_config(None), resume, resume=True, progress=show_progress(quiet), dist=spec,
-                          resume_overrides=list(overrides or [])).to_dict()  # fmt: skip
+            res = distill(
+                load_config(None),
+                resume,
+                resume=True,
+                progress=show_progress(quiet),
+                dist=spec,
+                resume_overrides=list(overrides or []),
+            ).to_dict()
             if global_rank() == 0:
                 _report(res, json_out)
             return
@@ -122,8 +130,11 @@ def _check_resume_args(config: Path | None, method: str | None, seeds: str | Non
     from augkd.errors import ConfigError
     from augkd.training.resume import RESUME_KEYS
 
-    given = [flag for flag, v in (("-c/--config", config), ("--method", method), ("--seeds", seeds), ("--out", out))
-             if v is not None]  # fmt: skip
+    given = [
+        flag
+        for flag, v in (("-c/--config", config), ("--method", method), ("--seeds", seeds), ("--out", out))
+        if v is not None
+    ]
     if given:
         raise ConfigError(
             f"{given[0]} cannot be used with --resume: a resumed run keeps its own RUN/config.yaml and directory; "
@@ -184,8 +195,14 @@ def compare_cmd(
 
     cfg = load_config(config, list(overrides or []))
     out_dir = out or Path("runs") / "compare"
-    summary = compare(cfg, [m.strip() for m in methods.split(",") if m.strip()], _seeds(seeds) or [0], out_dir,
-                      progress=show_progress(quiet), resume=True)  # fmt: skip
+    summary = compare(
+        cfg,
+        [m.strip() for m in methods.split(",") if m.strip()],
+        _seeds(seeds) or [0],
+        out_dir,
+        progress=show_progress(quiet),
+        resume=True,
+    )
     _report_summary(summary, out_dir, json_out)
 
 
@@ -209,10 +226,15 @@ def teacher_cmd(
         import logging
 
         logging.getLogger("augkd.cli").info(
-            "no -c config: training the default teacher, %s on %s for %d epochs (%s); pass -c FILE "
-            "(e.g. configs/teacher-office31.yaml) or --set to choose", cfg.model.arch, cfg.data.dataset, cfg.epochs,
+            (
+                "no -c config: training the default teacher, %s on %s for %d epochs (%s); pass -c FILE "
+                "(e.g. configs/teacher-office31.yaml) or --set to choose"
+            ),
+            cfg.model.arch,
+            cfg.data.dataset,
+            cfg.epochs,
             "with your --set overrides" if overrides else "augkd.config.TeacherTrainConfig's defaults",
-        )  # fmt: skip
+        )
     if show_progress(quiet):
         from augkd.progress import make_progress
 

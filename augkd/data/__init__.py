@@ -29,9 +29,13 @@ __all__ = [
 
 
 def load_dataset(
-    dataset: str, image_size: int = 32, root: str | None = None, skip_bad_files: bool = False,
-    max_per_class: int | None = None, num_classes: int | None = None,
-) -> ImageSet:  # fmt: skip
+    dataset: str,
+    image_size: int = 32,
+    root: str | None = None,
+    skip_bad_files: bool = False,
+    max_per_class: int | None = None,
+    num_classes: int | None = None,
+) -> ImageSet:
     """A built-in name, an ImageFolder directory, or a list file → an in-memory :class:`ImageSet`.
 
     ``num_classes`` (the model's) sets a list file's label range; folders and built-ins name their classes.
@@ -90,8 +94,13 @@ def load_domain(
     else:
         split = stratified_split(full.labels, cfg.split, cfg.split_seed, cfg.shots_per_class, full.class_names)
         if split_file is not None:
-            info = {"dataset": cfg.dataset, "split": list(cfg.split), "split_seed": cfg.split_seed,
-                    "shots_per_class": cfg.shots_per_class, "class_names": full.class_names}  # fmt: skip
+            info = {
+                "dataset": cfg.dataset,
+                "split": list(cfg.split),
+                "split_seed": cfg.split_seed,
+                "shots_per_class": cfg.shots_per_class,
+                "class_names": full.class_names,
+            }
             save_split(split_file, split, full.labels, info)
     parts = {k: full.subset(split[k]) for k in SPLITS}
     logger.info("data %s: %s", cfg.dataset, ", ".join(f"{k} {len(v)}" for k, v in parts.items()))

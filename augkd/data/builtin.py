@@ -162,8 +162,12 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _fashion() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    files = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-             "t10k-labels-idx1-ubyte.gz"]  # fmt: skip
+    files = [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
     if not all((FASHION_DIR / f).is_file() for f in files):
         raise MissingDependencyError(
             "dataset 'fashion-mnist' needs Debian's package: apt-get install dataset-fashion-mnist "

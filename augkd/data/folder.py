@@ -74,9 +74,12 @@ def load_image_folder(root: str | Path, image_size: int = 32, skip_bad_files: bo
 
 
 def load_list_file(
-    list_file: str | Path, root: str | Path | None = None, image_size: int = 32, skip_bad_files: bool = False,
+    list_file: str | Path,
+    root: str | Path | None = None,
+    image_size: int = 32,
+    skip_bad_files: bool = False,
     num_classes: int | None = None,
-) -> ImageSet:  # fmt: skip
+) -> ImageSet:
     """Decode the images of a list file: one ``relative/path label`` per line (VisDA ``image_list.txt``).
 
     The classes are ``0 .. num_classes-1`` (the model's class count, e.g. the teacher's), or ``0`` to the

@@ -18,9 +18,12 @@ logger = logging.getLogger(__name__)
 
 
 def stratified_split(
-    labels: torch.Tensor, fractions: tuple[float, float, float], seed: int, shots_per_class: int | None = None,
+    labels: torch.Tensor,
+    fractions: tuple[float, float, float],
+    seed: int,
+    shots_per_class: int | None = None,
     class_names: list[str] | None = None,
-) -> dict[str, torch.Tensor]:  # fmt: skip
+) -> dict[str, torch.Tensor]:
     """Per class: shuffle (seeded), cut into train/eval/test by ``fractions``; optionally keep K train shots.
 
     Each class contributes ``round(n·f_eval)`` eval and ``round(n·f_test)`` test images (at least one
@@ -60,8 +63,10 @@ def stratified_split(
     res = {k: torch.sort(torch.cat(v)).values if v else torch.empty(0, dtype=torch.long) for k, v in out.items()}
     for k, f in zip(SPLITS, fractions, strict=True):
         if f > 0 and len(res[k]) == 0:
-            raise InputError(f"the {k} split is empty: data.split={list(fractions)} gives no {k} image to any class "
-                             "(each class needs at least 3 images for a non-empty eval and test split)")  # fmt: skip
+            raise InputError(
+                f"the {k} split is empty: data.split={list(fractions)} gives no {k} image to any class "
+                "(each class needs at least 3 images for a non-empty eval and test split)"
+            )
     return res
 
 

@@ -135,16 +135,18 @@ def ccexam_svhn(num_classes: int = 10, pretrained: bool = True, **kwargs: Any) -
     return _load_ccexam(model, "svhn") if pretrained else model
 
 
-@register_model("ccexam-mnist", input_size=28, in_chans=1, pretrained=True, fixed_num_classes=10,
-                mean=(0.1307,), std=(0.3081,))  # fmt: skip
+@register_model(
+    "ccexam-mnist", input_size=28, in_chans=1, pretrained=True, fixed_num_classes=10, mean=(0.1307,), std=(0.3081,)
+)
 def ccexam_mnist(num_classes: int = 10, pretrained: bool = True, **kwargs: Any) -> nn.Module:
     """MNIST digit CNN (28×28 grey) with the real weights the ccexam package ships."""
     model = _DigitNet(num_classes, input_size=28, bn=False)
     return _load_ccexam(model, "mnist") if pretrained else model
 
 
-@register_model("ccexam-usps", input_size=16, in_chans=1, pretrained=True, fixed_num_classes=10,
-                mean=(0.2471,), std=(0.2994,))  # fmt: skip
+@register_model(
+    "ccexam-usps", input_size=16, in_chans=1, pretrained=True, fixed_num_classes=10, mean=(0.2471,), std=(0.2994,)
+)
 def ccexam_usps(num_classes: int = 10, pretrained: bool = True, **kwargs: Any) -> nn.Module:
     """USPS digit CNN (16×16 grey, BN) with the real weights the ccexam package ships."""
     model = _DigitNet(num_classes, input_size=16, bn=True)

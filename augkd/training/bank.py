@@ -55,13 +55,19 @@ class ImageBank:
         stored = (
             self.images[: self.count].cpu().clone() if self.images is not None else torch.zeros(0, dtype=torch.uint8)
         )
-        return {"capacity": self.capacity, "images": stored, "count": self.count, "next": self.next,
-                "added": self.added}  # fmt: skip
+        return {
+            "capacity": self.capacity,
+            "images": stored,
+            "count": self.count,
+            "next": self.next,
+            "added": self.added,
+        }
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
         if int(state["capacity"]) != self.capacity:
-            raise ValueError(f"the saved bank holds {state['capacity']} images, this run's module1.bank_size is "
-                             f"{self.capacity}")  # fmt: skip
+            raise ValueError(
+                f"the saved bank holds {state['capacity']} images, this run's module1.bank_size is {self.capacity}"
+            )
         self.count, self.next, self.added = int(state["count"]), int(state["next"]), int(state["added"])
         stored = state["images"]
         if self.count == 0:

@@ -125,8 +125,13 @@ def make_fabric(train: TrainConfig, spec: DistSpec | None = None) -> Fabric:
     fabric.launch()
     if fabric.world_size > 1 and fabric.is_global_zero:
         backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "?"
-        logger.info("data-parallel run: %d processes (%d node(s)), backend %s, precision %s",
-                    fabric.world_size, nodes, backend, precision)  # fmt: skip
+        logger.info(
+            "data-parallel run: %d processes (%d node(s)), backend %s, precision %s",
+            fabric.world_size,
+            nodes,
+            backend,
+            precision,
+        )
     return fabric
 
 
@@ -188,8 +193,9 @@ def rank_batches(
     from augkd.data import iterate_batches
 
     if world == 1:
-        yield from iterate_batches(data, batch_size, shuffle=shuffle, generator=shuffle_gen, augment=augment,
-                                   hflip=hflip, drop_last=drop_last)  # fmt: skip
+        yield from iterate_batches(
+            data, batch_size, shuffle=shuffle, generator=shuffle_gen, augment=augment, hflip=hflip, drop_last=drop_last
+        )
         return
     n = len(data)
     order = torch.randperm(n, generator=shuffle_gen) if shuffle else torch.arange(n)
@@ -279,5 +285,8 @@ def restore_rng(state: dict[str, Any], seed: int, rank: int, world: int, device:
     s = resume_seed(seed, rank, int(state["stage_index"]), int(state["epoch"]))
     torch.manual_seed(s)
     if rank == 0:
-        logger.info("checkpoint written by %d process(es), resumed with %d: random streams re-seeded per rank",
-                    saved_world, world)  # fmt: skip
+        logger.info(
+            "checkpoint written by %d process(es), resumed with %d: random streams re-seeded per rank",
+            saved_world,
+            world,
+        )

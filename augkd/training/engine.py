@@ -171,14 +171,20 @@ class RunContext:
             fix = f"a lower learning rate ({lower}; now {lr:g})"
             if self.precision != "fp32":
                 fix = f"fp32 (--set train.precision=fp32) or {fix}"
-            return ("no epoch completed, so there is no checkpoint to resume from: start again (the same --out is "
-                    f"fine) with {fix}")  # fmt: skip
+            return (
+                "no epoch completed, so there is no checkpoint to resume from: start again (the same --out is "
+                f"fine) with {fix}"
+            )
         resume = f"augkd distill --resume {self.run_dir}"
         if self.precision != "fp32":
-            return (f"the last good checkpoint is kept in {ckpt}: resume it in fp32 with `{resume} --set "
-                    f"train.precision=fp32`, or with a lower learning rate ({lower}; now {lr:g})")  # fmt: skip
-        return (f"the last good checkpoint is kept in {ckpt}: resume it with a lower learning rate (now {lr:g}): "
-                f"`{resume} {lower}`")  # fmt: skip
+            return (
+                f"the last good checkpoint is kept in {ckpt}: resume it in fp32 with `{resume} --set "
+                f"train.precision=fp32`, or with a lower learning rate ({lower}; now {lr:g})"
+            )
+        return (
+            f"the last good checkpoint is kept in {ckpt}: resume it with a lower learning rate (now {lr:g}): "
+            f"`{resume} {lower}`"
+        )
 
 
 def _lr_key(where: str) -> str:
@@ -433,8 +439,9 @@ def sync_trained_buffers(ctx: RunContext, stage: Stage) -> None:
 def epoch_line(stage: Stage, epoch: int, row: dict[str, Any]) -> str:
     """``module1 epoch 3/6  g_loss 1.234  eval_acc1 0.512  1.2 s``: the epoch's loss, first eval metric and time."""
     parts = [f"{stage.name} epoch {epoch + 1}/{stage.epochs}"]
-    loss = next((k for k, v in row.items() if k.endswith("loss") and not k.startswith("eval_")
-                 and isinstance(v, float)), None)  # fmt: skip
+    loss = next(
+        (k for k, v in row.items() if k.endswith("loss") and not k.startswith("eval_") and isinstance(v, float)), None
+    )
     ev = next((k for k, v in row.items() if k.startswith("eval_") and isinstance(v, float)), None)
     parts += [f"{k} {row[k]:.4g}" for k in (loss, ev) if k is not None]
     parts.append(f"{row.get('train_s', 0.0) + row.get('eval_s', 0.0):.1f} s")
@@ -486,8 +493,12 @@ def _resume_run(ctx: RunContext, stages: list[Stage]) -> _StagesRun:
         restore_rng(resume_state, ctx.cfg.train.seed, ctx.rank, ctx.world_size, ctx.device)
         ctx.data_gen.set_state(resume_state["data_rng"])
         if ctx.is_main:
-            logger.info("resuming at stage %d (%s), epoch %d", start_stage,
-                        stages[min(start_stage, len(stages) - 1)].name, start_epoch)  # fmt: skip
+            logger.info(
+                "resuming at stage %d (%s), epoch %d",
+                start_stage,
+                stages[min(start_stage, len(stages) - 1)].name,
+                start_epoch,
+            )
     log = MetricsLog(ctx.run_dir / "metrics.csv", log_rows, write=ctx.is_main)
     return _StagesRun(ckpt, log, timings, start_stage, start_epoch, resume_state)
 
@@ -545,8 +556,14 @@ def _train_and_select(ctx: RunContext, stage: Stage, epoch: int, t0: float) -> d
     t1 = time.perf_counter()
     score, val_metrics = stage.validate(ctx, epoch)
     stage.update_best(ctx, score, epoch)
-    return {"stage": stage.name, "epoch": epoch, **train_metrics, **val_metrics,
-            "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}  # fmt: skip
+    return {
+        "stage": stage.name,
+        "epoch": epoch,
+        **train_metrics,
+        **val_metrics,
+        "train_s": t1 - t0,
+        "eval_s": time.perf_counter() - t1,
+    }
 
 
 def _finish_stage(ctx: RunContext, stage: Stage) -> None:

@@ -146,17 +146,20 @@ def _build_nets(cfg: DistillConfig, num_classes: int) -> dict[str, torch.nn.Modu
     nets: dict[str, torch.nn.Module] = {"student": create_model(cfg.student.arch, nc, **cfg.student.kwargs)}
     g = cfg.generator
     if needs_generative(cfg.method):
-        nets["generator"] = create_model("augkd_generator", latent_dim=g.latent_dim, image_size=cfg.data.image_size,
-                                         width=g.width)  # fmt: skip
-        nets["encoder"] = create_model("augkd_encoder", nc, latent_dim=g.latent_dim, image_size=cfg.data.image_size,
-                                       width=g.encoder_width)  # fmt: skip
+        nets["generator"] = create_model(
+            "augkd_generator", latent_dim=g.latent_dim, image_size=cfg.data.image_size, width=g.width
+        )
+        nets["encoder"] = create_model(
+            "augkd_encoder", nc, latent_dim=g.latent_dim, image_size=cfg.data.image_size, width=g.encoder_width
+        )
         mask = "sigmoid" if cfg.module2.mask_form == "per_sample" else "official"
         nets["anchor"] = create_model("augkd_anchor", nc, latent_dim=g.latent_dim, mask=mask)
     return nets
 
 
-def place_nets(cfg: DistillConfig, teacher: FrozenTeacher, nets: dict[str, torch.nn.Module],
-               device: torch.device) -> None:  # fmt: skip
+def place_nets(
+    cfg: DistillConfig, teacher: FrozenTeacher, nets: dict[str, torch.nn.Module], device: torch.device
+) -> None:
     """Move the teacher and networks to ``device``; channels_last and ``train.fp32_nets`` as configured."""
     teacher.to(device)
     for name, net in nets.items():
@@ -173,9 +176,12 @@ def place_nets(cfg: DistillConfig, teacher: FrozenTeacher, nets: dict[str, torch
 
 
 def build_context(
-    cfg: DistillConfig, run_dir: Path, fabric: Any, on_epoch_end: list[Callable[[dict[str, Any]], None]] | None = None,
+    cfg: DistillConfig,
+    run_dir: Path,
+    fabric: Any,
+    on_epoch_end: list[Callable[[dict[str, Any]], None]] | None = None,
     on_step_end: list[Callable[[dict[str, Any]], None]] | None = None,
-) -> RunContext:  # fmt: skip
+) -> RunContext:
     """Everything a run needs, on every rank: data, frozen teacher, networks, RNG.
 
     Rank 0 loads the data first (writing ``split.json``); the teacher is a plain module on every rank
@@ -198,11 +204,16 @@ def build_context(
 
 
 def distill(
-    cfg: DistillConfig, run_dir: str | Path = "runs/distill", resume: bool = False, progress: bool = False,
-    dist: DistSpec | None = None, fabric: Any = None,
+    cfg: DistillConfig,
+    run_dir: str | Path = "runs/distill",
+    resume: bool = False,
+    progress: bool = False,
+    dist: DistSpec | None = None,
+    fabric: Any = None,
     on_epoch_end: list[Callable[[dict[str, Any]], None]] | None = None,
-    on_step_end: list[Callable[[dict[str, Any]], None]] | None = None, resume_overrides: list[str] | None = None,
-) -> DistillResult:  # fmt: skip
+    on_step_end: list[Callable[[dict[str, Any]], None]] | None = None,
+    resume_overrides: list[str] | None = None,
+) -> DistillResult:
     """Run ``cfg.method`` end to end; writes the run directory and returns the test metrics.
 
     Args:
@@ -264,11 +275,18 @@ def _run_stages_with_bars(ctx: RunContext, stages: list[Stage], bars: bool) -> d
         return run_stages(ctx, stages, prog)
 
 
-def _write_summary(cfg: DistillConfig, run_dir: Path, result: DistillResult, device: torch.device,
-                   resume: bool) -> None:  # fmt: skip
+def _write_summary(
+    cfg: DistillConfig, run_dir: Path, result: DistillResult, device: torch.device, resume: bool
+) -> None:
     """``summary.json``: the result, versions, Module 1's health, Module 2's anchor measures, resume overrides."""
-    summary = {**result.to_dict(), "augkd_version": augkd_version(), "git_sha": git_sha(),
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
+    summary = {
+        **result.to_dict(),
+        "augkd_version": augkd_version(),
+        "git_sha": git_sha(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }
     health = _module1_health(cfg, run_dir)
     if health is not None:
         summary["module1_health"] = health
@@ -309,14 +327,16 @@ def _reuse_module1(cfg: DistillConfig, ctx: RunContext) -> None:
     a, b = _module1_signature(cfg), _module1_signature(other)
     if a != b:
         key = next(k for k in a if a[k] != b[k])
-        raise InputError(f"module1.init_from={str(src)!r} was trained with different {key!r} settings; "
-                         "its Module 1 cannot be reused")  # fmt: skip
+        raise InputError(
+            f"module1.init_from={str(src)!r} was trained with different {key!r} settings; its Module 1 cannot be reused"
+        )
     load_stage_nets(ctx, src, "module1", DataFreeStage.trains)
     logger.info("Module 1 reused from %s", src)
 
 
-def _save_student(cfg: DistillConfig, run_dir: Path, student: torch.nn.Module, data: DomainData,
-                  test: dict[str, float]) -> Path:  # fmt: skip
+def _save_student(
+    cfg: DistillConfig, run_dir: Path, student: torch.nn.Module, data: DomainData, test: dict[str, float]
+) -> Path:
     meta = ModelMeta(
         arch=cfg.student.arch, num_classes=data.num_classes, model_kwargs=dict(cfg.student.kwargs),
         class_names=data.class_names, input_size=cfg.data.image_size, in_chans=3,
@@ -338,8 +358,11 @@ def _write_pictures(cfg: DistillConfig, run_dir: Path, rows: list[dict[str, Any]
     for st in stages:
         if isinstance(st, MixupStage) and st.epochs > 0:
             vals = [st.s_at(cfg, e) for e in range(st.epochs)]
-            plot_schedule(vals, run_dir / "images" / "s_schedule.png",
-                          f"s(e): {cfg.module3.schedule}, a={cfg.module3.a}, b={cfg.module3.b}")  # fmt: skip
+            plot_schedule(
+                vals,
+                run_dir / "images" / "s_schedule.png",
+                f"s(e): {cfg.module3.schedule}, a={cfg.module3.a}, b={cfg.module3.b}",
+            )
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -354,9 +377,14 @@ def method_config(cfg: DistillConfig, method: str, seed: int) -> DistillConfig:
 
 
 def compare(
-    cfg: DistillConfig, methods: list[str], seeds: list[int], out_dir: str | Path, progress: bool = False,
-    resume: bool = False, dist: DistSpec | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    cfg: DistillConfig,
+    methods: list[str],
+    seeds: list[int],
+    out_dir: str | Path,
+    progress: bool = False,
+    resume: bool = False,
+    dist: DistSpec | None = None,
+) -> dict[str, Any]:
     """Run methods × seeds on the same split; write ``summary.json``, ``summary.md`` and a bar chart.
 
     With ``dist``, one Fabric (one process group) serves every run; only rank 0 writes the summaries.
@@ -387,8 +415,7 @@ def compare(
                 shared = module1_runs.get(key)
                 if shared is not None and spec.uses_module1 and cfg.module1.init_from is None:
                     sub = sub.model_copy(update={"module1": sub.module1.model_copy(update={"init_from": str(shared)})})
-                r = distill(sub, rd, resume=resume and (rd / "config.yaml").is_file(), progress=progress,
-                            fabric=fabric)  # fmt: skip
+                r = distill(sub, rd, resume=resume and (rd / "config.yaml").is_file(), progress=progress, fabric=fabric)
                 res = r.to_dict()
             if spec.uses_module1 and stage_net_path(rd, "module1", "student").is_file():
                 module1_runs.setdefault(key, rd)

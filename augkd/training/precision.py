@@ -13,8 +13,14 @@ from typing import Any
 import torch
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed")
-PRECISION_ALIASES = {"32": "32-true", "fp32": "32-true", "32-true": "32-true", "bf16": "bf16-mixed",
-                     "bf16-mixed": "bf16-mixed", "auto": "auto"}  # fmt: skip
+PRECISION_ALIASES = {
+    "32": "32-true",
+    "fp32": "32-true",
+    "32-true": "32-true",
+    "bf16": "bf16-mixed",
+    "bf16-mixed": "bf16-mixed",
+    "auto": "auto",
+}
 
 
 def cpu_supports_bf16() -> bool:

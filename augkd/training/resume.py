@@ -33,8 +33,14 @@ RESUME_KEYS: tuple[str, ...] = (
     "train.precision",
 )  # fmt: skip
 RECORD = "resume_overrides.json"
-_SECTION_OF_STAGE = {"module1": "module1", "module2": "module2", "module3": "module3", "scratch": "kd", "kd": "kd",
-                     "finetune": "kd"}  # fmt: skip
+_SECTION_OF_STAGE = {
+    "module1": "module1",
+    "module2": "module2",
+    "module3": "module3",
+    "scratch": "kd",
+    "kd": "kd",
+    "finetune": "kd",
+}
 
 
 def _get(d: dict[str, Any], key: str) -> Any:
@@ -81,8 +87,11 @@ def resume_config(run_dir: Path, overrides: list[str] | None = None) -> tuple[Di
         keys.append(key)
     new = build_config(DistillConfig, config_to_dict(cfg), overrides)
     old_d, new_d = config_to_dict(cfg), config_to_dict(new)
-    changed = {k: {"from": _get(old_d, k), "to": _get(new_d, k)} for k in dict.fromkeys(keys)
-               if _get(old_d, k) != _get(new_d, k)}  # fmt: skip
+    changed = {
+        k: {"from": _get(old_d, k), "to": _get(new_d, k)}
+        for k in dict.fromkeys(keys)
+        if _get(old_d, k) != _get(new_d, k)
+    }
     if not changed:
         return cfg, {}
     names, si, epoch = _progress(new, run_dir)
@@ -94,15 +103,21 @@ def resume_config(run_dir: Path, overrides: list[str] | None = None) -> tuple[Di
         if not idx:
             reused = section == "module1" and cfg.module1.init_from
             why = " (its Module 1 is reused from module1.init_from)" if reused else ""
-            raise ConfigError(f"--set {key}: method {cfg.method!r} has no {section} stage in this run{why}; stages: "
-                              f"{', '.join(names)}")  # fmt: skip
+            raise ConfigError(
+                f"--set {key}: method {cfg.method!r} has no {section} stage in this run{why}; stages: "
+                f"{', '.join(names)}"
+            )
         if idx[0] < si:
             running = f"{names[si]} is running" if si < len(names) else "every stage has finished"
-            raise ConfigError(f"--set {key}: stage {names[idx[0]]} has already finished in {str(run_dir)!r} "
-                              f"({running}); only a stage that has not finished can change")  # fmt: skip
+            raise ConfigError(
+                f"--set {key}: stage {names[idx[0]]} has already finished in {str(run_dir)!r} "
+                f"({running}); only a stage that has not finished can change"
+            )
         if idx[0] == si and name == "epochs" and change["to"] < epoch:
-            raise ConfigError(f"--set {key}={change['to']}: stage {names[si]} has already run {epoch} epochs in "
-                              f"{str(run_dir)!r}; pass {epoch} or more")  # fmt: skip
+            raise ConfigError(
+                f"--set {key}={change['to']}: stage {names[si]} has already run {epoch} epochs in "
+                f"{str(run_dir)!r}; pass {epoch} or more"
+            )
     at = names[si] if si < len(names) else "finished"
     return new, {"changes": changed, "stage": at, "epoch": epoch}
 
