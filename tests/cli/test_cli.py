@@ -64,8 +64,9 @@ def test_wrong_class_count_is_an_error(tmp_path):
         (tmp_path / "d" / c).mkdir(parents=True)
         for i in range(4):
             Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / "d" / c / f"{i}.png")
-    res = _run("distill", "-c", "configs/smoke.yaml", "--set", f"data.dataset={tmp_path / 'd'}",
-               "--out", str(tmp_path / "r"))  # fmt: skip
+    res = _run(
+        "distill", "-c", "configs/smoke.yaml", "--set", f"data.dataset={tmp_path / 'd'}", "--out", str(tmp_path / "r")
+    )
     _assert_one_line_error(res, "has 10 classes but dataset")
 
 
@@ -91,13 +92,23 @@ def test_doctor_is_truthful_here():
 
 def test_console_script_and_module_entry_points():
     env = {**os.environ, "AUGKD_KERNEL_BACKEND": "torch"}
-    res = subprocess.run([sys.executable, "-m", "augkd", "distill", "--set", "module3.epoch=1"], capture_output=True,
-                         text=True, env=env, timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "augkd", "distill", "--set", "module3.epoch=1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 1 and "Traceback" not in res.stderr and "did you mean" in res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert lines[0].startswith("error:") and len(lines) == 2  # the error line + the AUGKD_DEBUG hint
-    dbg = subprocess.run([sys.executable, "-m", "augkd", "distill", "--set", "module3.epoch=1"], capture_output=True,
-                         text=True, env={**env, "AUGKD_DEBUG": "1"}, timeout=120)  # fmt: skip
+    dbg = subprocess.run(
+        [sys.executable, "-m", "augkd", "distill", "--set", "module3.epoch=1"],
+        capture_output=True,
+        text=True,
+        env={**env, "AUGKD_DEBUG": "1"},
+        timeout=120,
+    )
     assert dbg.returncode != 0 and "Traceback" in dbg.stderr
 
 
@@ -107,8 +118,10 @@ def test_each_command_has_help(cmd):
 
 
 def test_import_is_lean():
-    code = ("import sys, augkd, augkd.cli; bad = [m for m in ('triton', 'onnx', 'onnxruntime', 'tensorrt') "
-            "if m in sys.modules]; import torch; print(bad, torch.cuda.is_initialized())")  # fmt: skip
+    code = (
+        "import sys, augkd, augkd.cli; bad = [m for m in ('triton', 'onnx', 'onnxruntime', 'tensorrt') "
+        "if m in sys.modules]; import torch; print(bad, torch.cuda.is_initialized())"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.strip() == "[] False", res.stdout + res.stderr
 

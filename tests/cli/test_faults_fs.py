@@ -38,8 +38,10 @@ def snapshot(root: Path) -> dict[str, str]:
     """Every file under ``root`` (hidden ones too) with the SHA-256 of its bytes."""
     if root.is_file():
         return {root.name: hashlib.sha256(root.read_bytes()).hexdigest()}
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def block_writes(monkeypatch, root: Path, code: int) -> None:

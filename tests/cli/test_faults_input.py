@@ -39,8 +39,11 @@ def _flat(text: str) -> str:
 
 def _snapshot(d: Path) -> dict[str, tuple[int, str]]:
     """Every file under ``d``: (mtime, sha256)."""
-    return {str(p.relative_to(d)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(d.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(d)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _image_folder(root: Path, classes: list[str], per_class: int = 4) -> Path:
@@ -114,8 +117,11 @@ def test_teacher_without_class_names_checks_the_count_only(tmp_path):
     from augkd.models import create_model
     from augkd.training.pipeline import load_teacher
 
-    teacher = save_model(create_model("cnn_tiny", 10, width=4), tmp_path / "t.safetensors",
-                         ModelMeta(arch="cnn_tiny", num_classes=10, model_kwargs={"width": 4}))  # fmt: skip
+    teacher = save_model(
+        create_model("cnn_tiny", 10, width=4),
+        tmp_path / "t.safetensors",
+        ModelMeta(arch="cnn_tiny", num_classes=10, model_kwargs={"width": 4}),
+    )
     folder = _image_folder(tmp_path / "domain", [f"c{i}" for i in range(10)], per_class=3)
     cfg = load_config(SMOKE, [f"teacher.checkpoint={teacher}", f"data.dataset={folder}", "data.shots_per_class=null"])
     data = load_domain(cfg.data)
@@ -136,10 +142,12 @@ def test_resume_refuses_a_config_file(run_copy):
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("data.split_seed=3", "--set data.split_seed cannot change when a run resumes: with --resume only"),
-     ("kd.epochs=1", "--set kd.epochs=1: stage kd has already run 2 epochs"),
-     ("module3.lr=0.1", "method 'kd' has no module3 stage")],
-)  # fmt: skip
+    [
+        ("data.split_seed=3", "--set data.split_seed cannot change when a run resumes: with --resume only"),
+        ("kd.epochs=1", "--set kd.epochs=1: stage kd has already run 2 epochs"),
+        ("module3.lr=0.1", "method 'kd' has no module3 stage"),
+    ],
+)
 def test_resume_refuses_unsafe_overrides(run_copy, override, message):
     before = _snapshot(run_copy)
     res = _run("distill", "--resume", run_copy, "--set", override, "-q")
@@ -199,8 +207,9 @@ def test_nan_before_any_checkpoint_says_there_is_nothing_to_resume(tmp_path, pre
     run = tmp_path / "nan"
     res = _run("distill", "-c", SMOKE, "--method", "kd", "--set", "kd.lr=1e30", "--set", "kd.epochs=3", "--set",
                f"train.precision={precision}", "--set", "train.save_images=false", "--out", run, "-q")  # fmt: skip
-    line = assert_one_line_error(res, "loss became nan in kd", "no epoch completed",
-                                  "there is no checkpoint to resume from", "--set kd.lr=1e+29")  # fmt: skip
+    line = assert_one_line_error(
+        res, "loss became nan in kd", "no epoch completed", "there is no checkpoint to resume from", "--set kd.lr=1e+29"
+    )
     assert "last good checkpoint" not in line and not (run / "checkpoints" / "state.pt").exists()
     assert ("train.precision=fp32" in line) == (precision != "fp32")  # fp32 is advised only when not in fp32
 
@@ -209,8 +218,12 @@ def test_nan_after_a_checkpoint_keeps_it_and_advises_a_working_resume(run_copy):
     state = run_copy / "checkpoints" / "state.pt"
     before = _snapshot(run_copy / "checkpoints")
     res = _run("distill", "--resume", run_copy, "--set", "kd.lr=1e30", "-q")
-    line = assert_one_line_error(res, "loss became nan in kd", f"the last good checkpoint is kept in {state}",
-                                  f"`augkd distill --resume {run_copy} --set kd.lr=1e+29`")  # fmt: skip
+    line = assert_one_line_error(
+        res,
+        "loss became nan in kd",
+        f"the last good checkpoint is kept in {state}",
+        f"`augkd distill --resume {run_copy} --set kd.lr=1e+29`",
+    )
     assert "train.precision=fp32" not in line  # the run is already fp32
     assert _snapshot(run_copy / "checkpoints") == before  # the last good checkpoint is intact
 
@@ -220,10 +233,12 @@ def test_nan_after_a_checkpoint_keeps_it_and_advises_a_working_resume(run_copy):
 
 @pytest.mark.parametrize(
     ("kind", "message"),
-    [("text.pt", "is a text file, not a torch checkpoint (no zip/pickle header)"),
-     ("config.yaml", "is a YAML text file, not a torch checkpoint (no zip/pickle header)"),
-     ("tensor.pt", "holds a Tensor of shape [4, 4], not a state_dict of tensors")],
-)  # fmt: skip
+    [
+        ("text.pt", "is a text file, not a torch checkpoint (no zip/pickle header)"),
+        ("config.yaml", "is a YAML text file, not a torch checkpoint (no zip/pickle header)"),
+        ("tensor.pt", "holds a Tensor of shape [4, 4], not a state_dict of tensors"),
+    ],
+)
 def test_eval_says_what_the_file_is_not(tmp_path, kind, message):
     path = tmp_path / kind
     if kind == "text.pt":
@@ -310,5 +325,7 @@ def test_teacher_without_config_says_what_it_trains(tmp_path, monkeypatch):
     res = _run("teacher", "--out", tmp_path / "t")
     assert res.exit_code == 0, res.output
     cfg = seen["cfg"]
-    assert f"no -c config: training the default teacher, {cfg.model.arch} on {cfg.data.dataset} for " \
-           f"{cfg.epochs} epochs" in _flat(res.stderr), res.stderr  # fmt: skip
+    assert (
+        f"no -c config: training the default teacher, {cfg.model.arch} on {cfg.data.dataset} for "
+        f"{cfg.epochs} epochs" in _flat(res.stderr)
+    ), res.stderr

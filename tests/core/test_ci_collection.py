@@ -21,8 +21,10 @@ def _check(root: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_folder_named_dist_is_reported(tmp_path):
-    root = _tree(tmp_path, {"tests/dist/test_a.py": "def test_a():\n    pass\n",
-                            "tests/ok/test_b.py": "def test_b():\n    pass\n"})  # fmt: skip
+    root = _tree(
+        tmp_path,
+        {"tests/dist/test_a.py": "def test_a():\n    pass\n", "tests/ok/test_b.py": "def test_b():\n    pass\n"},
+    )
     res = _check(root)
     assert res.returncode == 1, res.stdout
     assert "not collected: tests/dist/test_a.py" in res.stdout and "tests/ok/test_b.py" not in res.stdout
@@ -33,8 +35,10 @@ def test_a_folder_named_dist_is_reported(tmp_path):
 
 
 def test_a_module_that_fails_to_import_is_reported(tmp_path):
-    root = _tree(tmp_path, {"tests/test_ok.py": "def test_ok():\n    pass\n",
-                            "tests/test_broken.py": "import not_a_module_anywhere\n"})  # fmt: skip
+    root = _tree(
+        tmp_path,
+        {"tests/test_ok.py": "def test_ok():\n    pass\n", "tests/test_broken.py": "import not_a_module_anywhere\n"},
+    )
     res = _check(root)
     assert res.returncode == 1
     assert "not collected: tests/test_broken.py" in res.stdout

@@ -99,8 +99,9 @@ def test_nan_loss_stops_with_clear_message(tmp_path):
 
 def _cli(*args, **kw):
     env = {**os.environ, "AUGKD_KERNEL_BACKEND": "torch", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "augkd", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "augkd", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )
 
 
 def test_kill_and_resume_gives_identical_metrics(tmp_path):
@@ -195,8 +196,9 @@ def test_module1_student_steps_generate_one_batch_per_step(tmp_path):
     teacher, _ = load_teacher(cfg, data)
     nets = _build_nets(cfg, data.num_classes)
     place_nets(cfg, teacher, nets, torch.device("cpu"))
-    ctx = RunContext(cfg, tmp_path, data, teacher, nets, torch.device("cpu"), "fp32",
-                     Normalize(cfg.data.mean, cfg.data.std))  # fmt: skip
+    ctx = RunContext(
+        cfg, tmp_path, data, teacher, nets, torch.device("cpu"), "fp32", Normalize(cfg.data.mean, cfg.data.std)
+    )
     stage = DataFreeStage(1)
     stage.setup(ctx)
     g_ref = copy.deepcopy(nets["generator"])

@@ -26,8 +26,9 @@ def _doc(seeds, acc, sha):
 
 def test_merge_equals_the_statistics_of_all_seeds():
     acc = [(0.80, 0.95, 0.99), (0.82, 0.96, 0.98), (0.85, 0.97, 1.0), (0.79, 0.93, 0.97), (0.88, 0.99, 1.0)]
-    out = merge_accuracy.merge([_doc([0, 1, 2], acc[:3], "x"), _doc([3], acc[3:4], "y"), _doc([4], acc[4:], "y")],
-                               ["a", "b", "c"])  # fmt: skip
+    out = merge_accuracy.merge(
+        [_doc([0, 1, 2], acc[:3], "x"), _doc([3], acc[3:4], "y"), _doc([4], acc[4:], "y")], ["a", "b", "c"]
+    )
     row = out["methods"]["m"]
     assert row["seeds"] == [0, 1, 2, 3, 4]
     for i, k in enumerate(("acc1", "acc3", "acc5")):

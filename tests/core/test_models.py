@@ -139,8 +139,9 @@ def test_bn_momentum_override():
     m = create_model("mobilenet_v3_small", 10, width_mult=0.5, bn_momentum=0.1)
     moms = {x.momentum for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)}
     assert moms == {0.1}
-    assert {x.momentum for x in create_model("mobilenet_v3_small", 10).modules()
-            if isinstance(x, torch.nn.BatchNorm2d)} == {0.01}  # fmt: skip
+    assert {
+        x.momentum for x in create_model("mobilenet_v3_small", 10).modules() if isinstance(x, torch.nn.BatchNorm2d)
+    } == {0.01}
 
 
 def test_generator_channels_last_is_the_same_function():
@@ -200,8 +201,9 @@ def test_upsample_conv_matches_upsample_then_conv(channels_last, bias, hw):
     if channels_last:
         m = m.to(memory_format=torch.channels_last)
     out = m(xin)
-    ref = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"), m.weight,
-                                     m.bias, padding=1)  # fmt: skip
+    ref = torch.nn.functional.conv2d(
+        torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"), m.weight, m.bias, padding=1
+    )
     assert out.shape == (3, 5, 2 * hw[0], 2 * hw[1])
     assert out.is_contiguous(memory_format=torch.channels_last) == (channels_last and hw != (1, 1))
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)

@@ -34,8 +34,9 @@ print(int(applied), int(again), resource.getrusage(resource.RUSAGE_SELF).ru_minf
 def _faults(mode: str) -> tuple[bool, bool, int]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
     env.pop("THP_MEM_ALLOC_ENABLE", None)
-    out = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True, env=env,
-                         cwd=_ROOT)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True, env=env, cwd=_ROOT
+    )
     applied, again, faults = out.stdout.split()
     return applied == "1", again == "1", int(faults)
 
@@ -50,6 +51,7 @@ def test_keep_freed_memory_stops_page_faults_on_reused_blocks():
     # 10 steps × 96 MB touched: one fault per page with glibc's defaults (fresh mmap each time)
     per_page = 10 * 96 * 2**20 // resource.getpagesize()
     if system < per_page // 2:
-        pytest.skip(f"the default allocator does not fault per page here ({system} faults; huge pages or "
-                    "a preloaded allocator)")  # fmt: skip
+        pytest.skip(
+            f"the default allocator does not fault per page here ({system} faults; huge pages or a preloaded allocator)"
+        )
     assert kept < system / 20, (kept, system)

@@ -35,10 +35,15 @@ def _register_plain_cnn() -> None:
     @register_model("test_plain_cnn")
     def test_plain_cnn(num_classes: int = 10, width: int = 8) -> nn.Module:
         return nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes),
-        )  # fmt: skip
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(2 * width, num_classes),
+        )
 
 
 def run_augkd(out: Path) -> None:

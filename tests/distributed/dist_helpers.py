@@ -17,8 +17,13 @@ def free_port() -> int:
 
 def dist_env(port: int | None = None) -> dict[str, str]:
     """Loopback only: MASTER_ADDR=127.0.0.1 and gloo bound to the ``lo`` interface."""
-    env = {**os.environ, "AUGKD_KERNEL_BACKEND": "torch", "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
-           "GLOO_SOCKET_IFNAME": "lo"}  # fmt: skip
+    env = {
+        **os.environ,
+        "AUGKD_KERNEL_BACKEND": "torch",
+        "OMP_NUM_THREADS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
     if port is not None:
         env["MASTER_PORT"] = str(port)
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK"):

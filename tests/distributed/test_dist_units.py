@@ -39,8 +39,9 @@ def test_ranks_step_batches_together_are_the_single_process_batch():
 def _images(n=20):
     """n random images whose labels are their indices (to see which images a rank drew)."""
     g = torch.Generator().manual_seed(0)
-    return ImageSet(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g), torch.arange(n),
-                    [str(i) for i in range(n)])  # fmt: skip
+    return ImageSet(
+        torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g), torch.arange(n), [str(i) for i in range(n)]
+    )
 
 
 def test_one_process_batches_are_the_engine_s_single_process_batches():
@@ -104,15 +105,26 @@ def test_layout_defaults_to_torchrun_s(monkeypatch):
         resolve_layout(DistSpec(devices=2))
 
 
-@pytest.mark.parametrize("kw,match", [({"strategy": "fsdp"}, "unknown strategy"), ({"precision": "16-mixed"},
-                                      "unsupported precision"), ({"devices": 0}, "devices")])  # fmt: skip
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"strategy": "fsdp"}, "unknown strategy"),
+        ({"precision": "16-mixed"}, "unsupported precision"),
+        ({"devices": 0}, "devices"),
+    ],
+)
 def test_bad_specs_are_config_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
         DistSpec(**kw)
 
 
-@pytest.mark.parametrize("args,match", [(["--strategy", "fsdp"], "--strategy must be one of auto, ddp"),
-                                        (["--precision", "16-mixed"], "--precision must be one of")])  # fmt: skip
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--strategy", "fsdp"], "--strategy must be one of auto, ddp"),
+        (["--precision", "16-mixed"], "--precision must be one of"),
+    ],
+)
 def test_cli_rejects_bad_distribution_options(tmp_path, args, match):
     res = CliRunner().invoke(app, ["distill", "-c", "configs/smoke.yaml", "--out", str(tmp_path / "r"), *args])
     assert res.exit_code == 2 and "Traceback" not in res.output
@@ -120,8 +132,13 @@ def test_cli_rejects_bad_distribution_options(tmp_path, args, match):
 
 
 def test_resume_with_another_world_size_reseeds_each_rank_deterministically():
-    state = {"stage_index": 2, "epoch": 6, "world_size": 2, "rng": torch.get_rng_state(),
-             "rng_ranks": {"cpu": [torch.get_rng_state(), torch.get_rng_state()]}}  # fmt: skip
+    state = {
+        "stage_index": 2,
+        "epoch": 6,
+        "world_size": 2,
+        "rng": torch.get_rng_state(),
+        "rng_ranks": {"cpu": [torch.get_rng_state(), torch.get_rng_state()]},
+    }
     draws = []
     for rank in (0, 1, 2):
         restore_rng(state, 0, rank, 3, torch.device("cpu"))

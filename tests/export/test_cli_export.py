@@ -80,8 +80,12 @@ def test_bench_latency_cli(digits_student, tmp_path):
                "--warmup", "1", "--out", tmp_path, "--json", "-q")  # fmt: skip
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
-    assert [(r["backend"], r["batch_size"]) for r in result["rows"]] == [("torch", 1), ("torch", 3), ("ort", 1),
-                                                                         ("ort", 3)]  # fmt: skip
+    assert [(r["backend"], r["batch_size"]) for r in result["rows"]] == [
+        ("torch", 1),
+        ("torch", 3),
+        ("ort", 1),
+        ("ort", 3),
+    ]
     ort_row = result["rows"][2]
     assert ort_row["provider"] == "CPUExecutionProvider" and ort_row["threads"] == result["settings"]["threads"]
     assert result["rows"][0]["threads"] == result["settings"]["threads"]
@@ -94,7 +98,7 @@ def test_bench_latency_cli(digits_student, tmp_path):
 @pytest.mark.parametrize(
     "args, pattern",
     [(("--backends", "torch,onnx"), "unknown backend 'onnx'"), (("--batch", "1,x"), "batch sizes must be positive")],
-)  # fmt: skip
+)
 def test_bench_latency_bad_options(digits_student, tmp_path, args, pattern):
     assert_one_line_error(_run("bench", "latency", digits_student, *args, "--out", tmp_path), pattern)
 

@@ -73,8 +73,7 @@ def test_bench_latency_exports_on_the_fly(digits_student, tmp_path):
     pytest.importorskip("onnxruntime")
     from augkd.export import bench_latency
 
-    res = bench_latency(digits_student, "ort,ort-int8", "2", tmp_path, warmup=1, iters=2,
-                        export_dir=tmp_path / "none")  # fmt: skip
+    res = bench_latency(digits_student, "ort,ort-int8", "2", tmp_path, warmup=1, iters=2, export_dir=tmp_path / "none")
     assert (tmp_path / "artifacts" / "model.onnx").is_file()
     assert (tmp_path / "artifacts" / "model.int8.onnx").is_file()
     assert any("on the fly" in n for n in res["notes"])

@@ -126,9 +126,12 @@ def test_export_onnx_simplify_counts(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"opset": 16}, "opset 16 is too old"), ({"exporter": "jit"}, "unknown ONNX exporter 'jit'"),
-     ({"with_preprocessing": True}, "needs the model's mean and std")],
-)  # fmt: skip
+    [
+        ({"opset": 16}, "opset 16 is too old"),
+        ({"exporter": "jit"}, "unknown ONNX exporter 'jit'"),
+        ({"with_preprocessing": True}, "needs the model's mean and std"),
+    ],
+)
 def test_export_onnx_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(InputError, match=match):
         export_onnx(create_model("cnn_tiny", 10), tmp_path / "m.onnx", 16, **kwargs)

@@ -95,8 +95,9 @@ def test_export_model_parity_failure_keeps_artifacts(digits_student, tmp_path):
 
 def test_export_model_with_preprocessing_run_dir(digits_run):
     """A run directory: default out dir, the run's own split, a uint8-input graph checked against torch."""
-    report = export_model(digits_run, ["onnx"], exporter="legacy", with_preprocessing=True, softmax=True,
-                          parity_samples=50, latency=False)  # fmt: skip
+    report = export_model(
+        digits_run, ["onnx"], exporter="legacy", with_preprocessing=True, softmax=True, parity_samples=50, latency=False
+    )
     assert report.out_dir == str(digits_run / "export")
     assert (digits_run / "export" / "model.onnx").is_file()
     assert report.onnx["input_dtype"] == "uint8" and report.onnx["output_name"] == "probabilities"
@@ -168,10 +169,14 @@ def test_eval_reads_the_data_section_of_a_teacher_run(tmp_path, digits_student):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"formats": ["onnx", "ort-int9"]}, "unknown export format 'ort-int9': did you mean 'ort-int8'"),
-     ({"atol": -1.0}, "--atol must be >= 0"), ({"min_agreement": 99.9}, "fraction in"),
-     ({"calibration": 0}, "--calibration must be >= 1"), ({"max_acc_drop": -0.5}, "--max-acc-drop")],
-)  # fmt: skip
+    [
+        ({"formats": ["onnx", "ort-int9"]}, "unknown export format 'ort-int9': did you mean 'ort-int8'"),
+        ({"atol": -1.0}, "--atol must be >= 0"),
+        ({"min_agreement": 99.9}, "fraction in"),
+        ({"calibration": 0}, "--calibration must be >= 1"),
+        ({"max_acc_drop": -0.5}, "--max-acc-drop"),
+    ],
+)
 def test_export_model_bad_options(digits_student, tmp_path, kwargs, match):
     with pytest.raises(InputError, match=match):
         export_model(digits_student, out_dir=tmp_path, **kwargs)

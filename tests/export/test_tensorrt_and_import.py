@@ -32,8 +32,12 @@ def test_tensorrt_missing_is_reported():
 def test_tensorrt_selftest_passes():
     result = tensorrt_selftest()
     assert result["status"] == "ok", result
-    assert {(c["precision"], c["batch"]) for c in result["checks"]} == {("fp32", 1), ("fp32", 5), ("fp16", 1),
-                                                                       ("fp16", 5)}  # fmt: skip
+    assert {(c["precision"], c["batch"]) for c in result["checks"]} == {
+        ("fp32", 1),
+        ("fp32", 5),
+        ("fp16", 1),
+        ("fp16", 5),
+    }
 
 
 @pytest.mark.gpu
@@ -183,8 +187,14 @@ def test_build_engine_control_flow_with_fake_tensorrt(fake_trt, tmp_path):
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes(b"onnx-bytes")
     (tmp_path / "timing.cache").write_bytes(b"old")
-    info = build_engine(onnx_path, tmp_path / "m.engine", precision="fp16", max_batch=64, opt_batch=16,
-                        timing_cache=tmp_path / "timing.cache")  # fmt: skip
+    info = build_engine(
+        onnx_path,
+        tmp_path / "m.engine",
+        precision="fp16",
+        max_batch=64,
+        opt_batch=16,
+        timing_cache=tmp_path / "timing.cache",
+    )
     assert (tmp_path / "m.engine").read_bytes() == b"ENGINE"
     assert (tmp_path / "timing.cache").read_bytes() == b"old+updated"  # read, then written back
     assert ("cache_in", b"old") in fake.log and ("flag", "fp16") in fake.log and ("flag", "int8") not in fake.log
