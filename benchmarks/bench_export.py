@@ -37,9 +37,11 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("a", "mnv3-224", "r18-224")
-STANDIN_LABEL = ("STAND-IN for the svhn-mnist demo student: mobilenet_v3_small(width_mult=0.5) at 32x32 trained with "
-                 "plain cross-entropy on mnist5k ({steps} steps, batch 64, AdamW 3e-3 cosine, BatchNorm statistics "
-                 "recomputed on the train split); NOT the distilled student")  # fmt: skip
+STANDIN_LABEL = (
+    "STAND-IN for the svhn-mnist demo student: mobilenet_v3_small(width_mult=0.5) at 32x32 trained with "
+    "plain cross-entropy on mnist5k ({steps} steps, batch 64, AdamW 3e-3 cosine, BatchNorm statistics "
+    "recomputed on the train split); NOT the distilled student"
+)
 CSV_COLUMNS = ["suite", "model", "provider", "mode", "metric", "unit", "x_name", "x_value", "value", "p20", "p50",
                "p80", "p90", "p99", "mean", "throughput", "extra_config_json", "device_name", "threads", "load_avg_1m",
                "torch", "onnxruntime", "augkd", "git_sha", "timestamp"]  # fmt: skip
@@ -158,8 +160,9 @@ def time_model(src: Any, ev: Any, artifacts: dict[str, Path], backends: list[str
     runners = {}
     for name, t, _ in specs:
         if name in ("torch", "compile"):
-            runners[(name, t)] = torch_backend(copy.deepcopy(src.model), ev.normalize, t, torch.device("cpu"),
-                                               compile=name == "compile")  # fmt: skip
+            runners[(name, t)] = torch_backend(
+                copy.deepcopy(src.model), ev.normalize, t, torch.device("cpu"), compile=name == "compile"
+            )
         else:
             runners[(name, t)] = ort_backend(name, artifacts[name], ev.normalize, t)
     inputs = {(n, t, b): runners[(n, t)].prepare(take_batch(images, b)) for n, t, bs in specs for b in bs}
@@ -176,13 +179,24 @@ def time_model(src: Any, ev: Any, artifacts: dict[str, Path], backends: list[str
                     cells[(name, t, b)].append(stats)
     rows = []
     for (name, t, b), per_round in cells.items():
-        row = {"backend": name, "batch_size": b, **_median_stats(per_round), "provider": runners[(name, t)].provider,
-               "threads": t}  # fmt: skip
+        row = {
+            "backend": name,
+            "batch_size": b,
+            **_median_stats(per_round),
+            "provider": runners[(name, t)].provider,
+            "threads": t,
+        }
         if name == "compile":
             row["note"] = f"first call (compile) {first_call[(name, t, b)] / 1000:.1f} s, excluded"
         rows.append(row)
-        logger.info("%-8s %dt b%-3d p50 %.3f ms (rounds %s)", name, t, b, row["p50_ms"],
-                    ", ".join(f"{v:.3f}" for v in row["round_p50_ms"]))  # fmt: skip
+        logger.info(
+            "%-8s %dt b%-3d p50 %.3f ms (rounds %s)",
+            name,
+            t,
+            b,
+            row["p50_ms"],
+            ", ".join(f"{v:.3f}" for v in row["round_p50_ms"]),
+        )
     return rows
 
 
@@ -217,11 +231,11 @@ def int8_sweep(ev: Any, fp32_path: Path, work: Path, threads: int, duration: flo
 
     cal = ev.normalize(ev.calibration_images(256)).numpy()
     x_test = ev.normalize(images).numpy()
-    variants: list[tuple[str, Path, dict[str, Any], dict[str, Any]]] = [("fp32", fp32_path, {}, {}),
-                                                                         ("fp32, graph opt extended", fp32_path, {},
-                                                                          {"opt_level": "extended"}),
-                                                                         ("fp32, 1 thread", fp32_path, {},
-                                                                          {"threads": 1})]  # fmt: skip
+    variants: list[tuple[str, Path, dict[str, Any], dict[str, Any]]] = [
+        ("fp32", fp32_path, {}, {}),
+        ("fp32, graph opt extended", fp32_path, {}, {"opt_level": "extended"}),
+        ("fp32, 1 thread", fp32_path, {}, {"threads": 1}),
+    ]
     for i, (name, qkw, skw) in enumerate(SWEEP):
         path = work / f"sweep{i}.int8.onnx"
         info = quantize_ort_int8(fp32_path, path, cal, **qkw)
@@ -241,8 +255,9 @@ def int8_sweep(ev: Any, fp32_path: Path, work: Path, threads: int, duration: flo
     for _ in range(rounds):
         for i, (runner, xs) in enumerate(runners):
             for b, x in xs.items():
-                p50[(i, b)].append(measure_latency(runner, x, warmup=5, iters=5, duration=duration,
-                                                   batch_size=b)["p50_ms"])  # fmt: skip
+                p50[(i, b)].append(
+                    measure_latency(runner, x, warmup=5, iters=5, duration=duration, batch_size=b)["p50_ms"]
+                )
     index = {r["variant"]: i for i, r in enumerate(rows)}
     for i, r in enumerate(rows):
         ref = index["fp32, 1 thread"] if r["threads"] == 1 else index["fp32"]
@@ -253,8 +268,14 @@ def int8_sweep(ev: Any, fp32_path: Path, work: Path, threads: int, duration: flo
                 f / v for f, v in zip(p50[(ref, b)], p50[(i, b)], strict=True)
             )
         r["acc_drop_pts"] = (rows[index["fp32"]]["acc1"] - r["acc1"]) * 100
-        logger.info("sweep %-38s acc %.4f  b1 %.3f ms  b32 %.3f ms  x%.2f", r["variant"], r["acc1"], r["p50_ms_b1"],
-                    r["p50_ms_b32"], r["speedup_b32_vs_fp32"])  # fmt: skip
+        logger.info(
+            "sweep %-38s acc %.4f  b1 %.3f ms  b32 %.3f ms  x%.2f",
+            r["variant"],
+            r["acc1"],
+            r["p50_ms_b1"],
+            r["p50_ms_b32"],
+            r["speedup_b32_vs_fp32"],
+        )
     return rows
 
 
@@ -305,29 +326,58 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         par = res["parity"]
         t1 = lat[("torch", 1)]["p50_ms"] / lat[("ort", 1)]["p50_ms"]
         t2 = lat[("ort", 32)]["p50_ms"] / lat[("ort-int8", 32)]["p50_ms"]
-        out.append({"model": name, "target": "ORT fp32 p50 at batch 1 >= 2x lower than torch eager",
-                    "measured": f"{t1:.2f}x ({lat[('torch', 1)]['p50_ms']:.3f} → {lat[('ort', 1)]['p50_ms']:.3f} ms)",
-                    "met": t1 >= 2.0})  # fmt: skip
+        out.append(
+            {
+                "model": name,
+                "target": "ORT fp32 p50 at batch 1 >= 2x lower than torch eager",
+                "measured": f"{t1:.2f}x ({lat[('torch', 1)]['p50_ms']:.3f} → {lat[('ort', 1)]['p50_ms']:.3f} ms)",
+                "met": t1 >= 2.0,
+            }
+        )
         if threads > 1 and ("torch", 1) in one and ("ort", 1) in one:
             t1s = one[("torch", 1)]["p50_ms"] / one[("ort", 1)]["p50_ms"]
             ms = f"({one[('torch', 1)]['p50_ms']:.3f} → {one[('ort', 1)]['p50_ms']:.3f} ms)"
             out.append(
-                {"model": name, "target": "(same, both at 1 thread: less sensitive to other processes)",
-                 "measured": f"{t1s:.2f}x {ms}", "met": t1s >= 2.0}
-            )  # fmt: skip
-        out.append({"model": name, "target": "ORT int8 >= 1.5x faster than ORT fp32 at batch 32",
-                    "measured": f"{t2:.2f}x ({lat[('ort', 32)]['p50_ms']:.3f} → "
-                                f"{lat[('ort-int8', 32)]['p50_ms']:.3f} ms)",
-                    "met": t2 >= 1.5})  # fmt: skip
+                {
+                    "model": name,
+                    "target": "(same, both at 1 thread: less sensitive to other processes)",
+                    "measured": f"{t1s:.2f}x {ms}",
+                    "met": t1s >= 2.0,
+                }
+            )
+        out.append(
+            {
+                "model": name,
+                "target": "ORT int8 >= 1.5x faster than ORT fp32 at batch 32",
+                "measured": (
+                    f"{t2:.2f}x ({lat[('ort', 32)]['p50_ms']:.3f} → {lat[('ort-int8', 32)]['p50_ms']:.3f} ms)"
+                ),
+                "met": t2 >= 1.5,
+            }
+        )
         if res["acc_meaningful"]:
             drop = res["int8"]["drop_points"]
-            out.append({"model": name, "target": "int8 Acc@1 drop <= 1 point (test split)",
-                        "measured": f"{drop:.2f} pts ({res['int8']['reference_acc1'] * 100:.2f} → "
-                                    f"{res['int8']['acc1'] * 100:.2f}%)", "met": drop <= 1.0})  # fmt: skip
-        out.append({"model": name, "target": "fp32 parity: max abs Δlogits <= 1e-4 and top-1 agreement 100%",
-                    "measured": f"max {par['max_abs_diff']:.2e} (max abs logit {par['reference_max_abs']:.3g}), "
-                                f"agreement {par['top1_agreement'] * 100:.2f}% ({par['samples']} images)",
-                    "met": par["max_abs_diff"] <= 1e-4 and par["top1_agreement"] == 1.0})  # fmt: skip
+            out.append(
+                {
+                    "model": name,
+                    "target": "int8 Acc@1 drop <= 1 point (test split)",
+                    "measured": (
+                        f"{drop:.2f} pts ({res['int8']['reference_acc1'] * 100:.2f} → {res['int8']['acc1'] * 100:.2f}%)"
+                    ),
+                    "met": drop <= 1.0,
+                }
+            )
+        out.append(
+            {
+                "model": name,
+                "target": "fp32 parity: max abs Δlogits <= 1e-4 and top-1 agreement 100%",
+                "measured": (
+                    f"max {par['max_abs_diff']:.2e} (max abs logit {par['reference_max_abs']:.3g}), "
+                    f"agreement {par['top1_agreement'] * 100:.2f}% ({par['samples']} images)"
+                ),
+                "met": par["max_abs_diff"] <= 1e-4 and par["top1_agreement"] == 1.0,
+            }
+        )
     return out
 
 
@@ -339,8 +389,11 @@ def _notes(results: dict[str, Any]) -> list[str]:
         f32, i8 = prof["fp32"]["us_per_run"], prof["int8"]["us_per_run"]
         conv32 = f32.get("Conv", 0.0)
         conv8 = sum(v for k, v in i8.items() if k in ("QLinearConv", "ConvInteger")) + i8.get("Conv", 0.0)
-        glue = sum(v for k, v in i8.items() if k in ("QuantizeLinear", "DequantizeLinear", "HardSigmoid", "QLinearMul",
-                                                      "Mul", "Transpose"))  # fmt: skip
+        glue = sum(
+            v
+            for k, v in i8.items()
+            if k in ("QuantizeLinear", "DequantizeLinear", "HardSigmoid", "QLinearMul", "Mul", "Transpose")
+        )
         total32, total8 = prof["fp32"]["total_us_per_run"], prof["int8"]["total_us_per_run"]
         notes.append(
             f"model a, batch 32 (ONNX Runtime profiler): the convolutions take {conv8:.0f} µs as int8 QLinearConv "
@@ -365,20 +418,32 @@ def _notes(results: dict[str, Any]) -> list[str]:
                 "share here; int8 is the lever for this model (see its int8 row)."
             )
     sweep = {r["variant"]: r for r in results.get("int8_sweep", [])}
-    names = (("minmax", "qdq minmax per-channel u8s8 (default)"), ("percentile", "qdq percentile"),
-             ("entropy", "qdq entropy"))  # fmt: skip
+    names = (
+        ("minmax", "qdq minmax per-channel u8s8 (default)"),
+        ("percentile", "qdq percentile"),
+        ("entropy", "qdq entropy"),
+    )
     cal = {k: sweep[v]["acc1"] for k, v in names if v in sweep}
     if cal:
         best = max(cal.values())
-        notes.append("calibration (model a, Acc@1 on the test split): " + ", ".join(f"{k} {v * 100:.2f}%" for k, v in
-                     cal.items()) + f"; the default stays minmax: it is within {(best - cal['minmax']) * 100:.2f} pts "
-                     "of the best here and needs no histograms.")  # fmt: skip
-    loads = [f"{n.split(':')[0]} {r['load_avg_1m_before']:.2f}→{r['load_avg_1m_after']:.2f}"
-             for n, r in results["models"].items()]  # fmt: skip
-    notes.append("the CPU was shared with other engineers' jobs during this run (1-min load average before→after each "
-                 f"model: {', '.join(loads)}; 2 cores). torch eager (OpenMP) suffers far more from that contention "
-                 "than ONNX Runtime, which inflates the torch-vs-ORT ratios at 2 threads; the 1-thread rows are the "
-                 "steadier comparison.")  # fmt: skip
+        notes.append(
+            "calibration (model a, Acc@1 on the test split): "
+            + ", ".join(f"{k} {v * 100:.2f}%" for k, v in cal.items())
+            + (
+                f"; the default stays minmax: it is within {(best - cal['minmax']) * 100:.2f} pts "
+                "of the best here and needs no histograms."
+            )
+        )
+    loads = [
+        f"{n.split(':')[0]} {r['load_avg_1m_before']:.2f}→{r['load_avg_1m_after']:.2f}"
+        for n, r in results["models"].items()
+    ]
+    notes.append(
+        "the CPU was shared with other engineers' jobs during this run (1-min load average before→after each "
+        f"model: {', '.join(loads)}; 2 cores). torch eager (OpenMP) suffers far more from that contention "
+        "than ONNX Runtime, which inflates the torch-vs-ORT ratios at 2 threads; the 1-thread rows are the "
+        "steadier comparison."
+    )
     if any("@224" in n for n in results["models"]):
         notes.append(
             "the 224x224 models are random init: their accuracy and int8 accuracy drop are NOT meaningful, only "
@@ -392,10 +457,16 @@ def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
     from augkd.utils import atomic_write_json, atomic_write_text
 
     env = results["environment"]
-    tag = f"cpu{env['physical_cores']}-{_slug(env['cpu'])}-pt{'.'.join(env['torch'].split('.')[:2])}-" \
-          f"ort{'.'.join(str(env['onnxruntime']).split('.')[:2])}"  # fmt: skip
-    files = {"json": out / f"export-{tag}.json", "csv": out / f"export-{tag}.csv", "md": out / f"export-{tag}.md",
-             "png": out / f"latency-{tag}.png"}  # fmt: skip
+    tag = (
+        f"cpu{env['physical_cores']}-{_slug(env['cpu'])}-pt{'.'.join(env['torch'].split('.')[:2])}-"
+        f"ort{'.'.join(str(env['onnxruntime']).split('.')[:2])}"
+    )
+    files = {
+        "json": out / f"export-{tag}.json",
+        "csv": out / f"export-{tag}.csv",
+        "md": out / f"export-{tag}.md",
+        "png": out / f"latency-{tag}.png",
+    }
     if results.get("int8_sweep"):
         files["sweep"] = out / f"export-int8-sweep-{tag}.csv"
     atomic_write_json(files["json"], results)
@@ -429,11 +500,14 @@ def _write_csv(results: dict[str, Any], path: Path) -> None:
                          "extra_config_json": json.dumps({"provider": r["provider"], "rounds": r["rounds"],
                                                           "iters": r["iters"]})})  # fmt: skip
         par, i8 = res["parity"], res["int8"]
-        for metric, value, prov in (("max_abs_diff", par["max_abs_diff"], "ort"),
-                                    ("top1_agreement", par["top1_agreement"], "ort"),
-                                    ("acc1", res["onnx_acc1"], "ort"), ("acc1", i8["acc1"], "ort-int8"),
-                                    ("acc1", res["torch_acc1"], "torch"),
-                                    ("acc_drop_pts", i8["drop_points"], "ort-int8")):  # fmt: skip
+        for metric, value, prov in (
+            ("max_abs_diff", par["max_abs_diff"], "ort"),
+            ("top1_agreement", par["top1_agreement"], "ort"),
+            ("acc1", res["onnx_acc1"], "ort"),
+            ("acc1", i8["acc1"], "ort-int8"),
+            ("acc1", res["torch_acc1"], "torch"),
+            ("acc_drop_pts", i8["drop_points"], "ort-int8"),
+        ):
             rows.append({**common, "model": name, "provider": prov, "metric": metric, "unit": "",
                          "x_name": "samples", "x_value": par["samples"], "value": value, "load_avg_1m": load,
                          "extra_config_json": json.dumps({"accuracy_meaningful": res["acc_meaningful"]})})  # fmt: skip
@@ -456,35 +530,55 @@ def _markdown(results: dict[str, Any], files: dict[str, Path]) -> str:
     for t in results["targets"]:
         lines.append(f"| {t['model']} | {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
     for name, res in results["models"].items():
-        lines += ["", f"## {name}: {res['label']}", "",
-                  f"- load average (1 min) before/after: {res['load_avg_1m_before']:.2f} / "
-                  f"{res['load_avg_1m_after']:.2f}",
-                  f"- parity on {res['parity']['samples']} {res['data_origin']}",
-                  f"- Acc@1 torch {res['torch_acc1'] * 100:.2f}%, ONNX fp32 {res['onnx_acc1'] * 100:.2f}%, int8 "
-                  f"{res['int8']['acc1'] * 100:.2f}% (drop {res['int8']['drop_points']:.2f} pts)"
-                  + ("" if res["acc_meaningful"] else " — random init: accuracy NOT meaningful"),
-                  f"- ONNX: {res['onnx']['exporter']} exporter, {res['onnx']['nodes_exported']} → "
-                  f"{res['onnx']['nodes_final']} nodes; int8 quantised ops {res['int8_ops']}", "",
-                  "| backend | threads | batch | p50 ms | p90 ms | p99 ms | samples/s | p50 per round (ms) "
-                  "| provider |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"## {name}: {res['label']}",
+            "",
+            f"- load average (1 min) before/after: {res['load_avg_1m_before']:.2f} / {res['load_avg_1m_after']:.2f}",
+            f"- parity on {res['parity']['samples']} {res['data_origin']}",
+            (
+                f"- Acc@1 torch {res['torch_acc1'] * 100:.2f}%, ONNX fp32 {res['onnx_acc1'] * 100:.2f}%, int8 "
+                f"{res['int8']['acc1'] * 100:.2f}% (drop {res['int8']['drop_points']:.2f} pts)"
+            )
+            + ("" if res["acc_meaningful"] else " — random init: accuracy NOT meaningful"),
+            (
+                f"- ONNX: {res['onnx']['exporter']} exporter, {res['onnx']['nodes_exported']} → "
+                f"{res['onnx']['nodes_final']} nodes; int8 quantised ops {res['int8_ops']}"
+            ),
+            "",
+            "| backend | threads | batch | p50 ms | p90 ms | p99 ms | samples/s | p50 per round (ms) | provider |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
         for r in res["latency"]:
             per_round = ", ".join(f"{v:.3f}" for v in r["round_p50_ms"])
-            lines.append(f"| {r['backend']} | {r['threads']} | {r['batch_size']} | {r['p50_ms']:.3f} | "
-                         f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['throughput']:.0f} | {per_round} | "
-                         f"{r['provider']} |")  # fmt: skip
+            lines.append(
+                f"| {r['backend']} | {r['threads']} | {r['batch_size']} | {r['p50_ms']:.3f} | "
+                f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['throughput']:.0f} | {per_round} | "
+                f"{r['provider']} |"
+            )
     if results.get("int8_sweep"):
-        lines += ["", "## int8 sweep (model a; interleaved rounds, speed-up = median over rounds of fp32/variant)", "",
-                  "| variant | Acc@1 % | drop pts | p50 b1 ms | p50 b32 ms | speed-up b1 | speed-up b32 | Q/DQ nodes |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## int8 sweep (model a; interleaved rounds, speed-up = median over rounds of fp32/variant)",
+            "",
+            "| variant | Acc@1 % | drop pts | p50 b1 ms | p50 b32 ms | speed-up b1 | speed-up b32 | Q/DQ nodes |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for r in results["int8_sweep"]:
-            lines.append(f"| {r['variant']} | {r['acc1'] * 100:.2f} | {r['acc_drop_pts']:.2f} | {r['p50_ms_b1']:.3f} | "
-                         f"{r['p50_ms_b32']:.3f} | {r['speedup_b1_vs_fp32']:.2f}x | {r['speedup_b32_vs_fp32']:.2f}x | "
-                         f"{r['q_dq_nodes']} |")  # fmt: skip
+            lines.append(
+                f"| {r['variant']} | {r['acc1'] * 100:.2f} | {r['acc_drop_pts']:.2f} | {r['p50_ms_b1']:.3f} | "
+                f"{r['p50_ms_b32']:.3f} | {r['speedup_b1_vs_fp32']:.2f}x | {r['speedup_b32_vs_fp32']:.2f}x | "
+                f"{r['q_dq_nodes']} |"
+            )
     if results.get("op_profile_a_b32"):
         prof = results["op_profile_a_b32"]
-        lines += ["", "## Where the time goes (model a, batch 32, ONNX Runtime profiler, µs per run by op type)", "",
-                  "| op type | fp32 µs | fp32 nodes | int8 µs | int8 nodes |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "## Where the time goes (model a, batch 32, ONNX Runtime profiler, µs per run by op type)",
+            "",
+            "| op type | fp32 µs | fp32 nodes | int8 µs | int8 nodes |",
+            "|---|---:|---:|---:|---:|",
+        ]
         ops = list(dict.fromkeys([*prof["int8"]["us_per_run"], *prof["fp32"]["us_per_run"]]))
         for op in ops:
             lines.append(
@@ -523,24 +617,36 @@ def _chart(results: dict[str, Any], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     env = results["environment"]
-    fig.suptitle(f"{env['cpu']} ({env['physical_cores']} cores, {results['settings']['threads']} threads), "
-                 f"torch {env['torch']}, onnxruntime {env['onnxruntime']}", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        (
+            f"{env['cpu']} ({env['physical_cores']} cores, {results['settings']['threads']} threads), "
+            f"torch {env['torch']}, onnxruntime {env['onnxruntime']}"
+        ),
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def run_model(name: str, ckpt: Path, label: str, acc_meaningful: bool, work: Path, args: argparse.Namespace,
-              threads: int) -> dict[str, Any]:  # fmt: skip
+def run_model(
+    name: str, ckpt: Path, label: str, acc_meaningful: bool, work: Path, args: argparse.Namespace, threads: int
+) -> dict[str, Any]:
     from augkd.export import ExportCheckError, export_model
     from augkd.export.data import evaluation_data
     from augkd.export.source import load_source
 
     load_before = os.getloadavg()[0]
     try:
-        report = export_model(ckpt, ["onnx", "ort-int8"], work / name, latency=False, threads=threads,
-                              parity_samples=args.parity_samples if not acc_meaningful else None)  # fmt: skip
+        report = export_model(
+            ckpt,
+            ["onnx", "ort-int8"],
+            work / name,
+            latency=False,
+            threads=threads,
+            parity_samples=args.parity_samples if not acc_meaningful else None,
+        )
     except ExportCheckError as exc:  # a failed check is a result to record, not a crash
         report = exc.report
     src = load_source(ckpt)
@@ -566,8 +672,11 @@ def run_model(name: str, ckpt: Path, label: str, acc_meaningful: bool, work: Pat
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", type=Path, help="the svhn-mnist demo student (run dir or .safetensors); "
-                   "default: train a labelled stand-in")  # fmt: skip
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="the svhn-mnist demo student (run dir or .safetensors); default: train a labelled stand-in",
+    )
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--work", type=Path, default=Path("/tmp/augkd-bench-export"), help="checkpoints and artifacts")
@@ -580,8 +689,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parity-samples", type=int, default=256, help="parity images for the 224 models")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     p.add_argument("--no-sweep", dest="sweep", action="store_false")
-    p.add_argument("--rewrite", type=Path, help="re-render CSV/MD/PNG (targets and notes recomputed) from a results "
-                   "JSON of an earlier run, without measuring")  # fmt: skip
+    p.add_argument(
+        "--rewrite",
+        type=Path,
+        help=(
+            "re-render CSV/MD/PNG (targets and notes recomputed) from a results "
+            "JSON of an earlier run, without measuring"
+        ),
+    )
     p.add_argument("--sweep-duration", type=float, default=1.0, help="seconds per int8 variant, batch and round")
     p.add_argument("--sweep-rounds", type=int, default=5)
     return p.parse_args(argv)
@@ -619,8 +734,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             ckpt = train_standin(args.work / "standin" / "student.safetensors", args.train_steps)
             label = STANDIN_LABEL.format(steps=args.train_steps)
-        results["models"]["a: svhn-mnist student mnv3-small-0.5 @32"] = run_model("a", ckpt, label, True, args.work,
-                                                                                 args, threads)  # fmt: skip
+        results["models"]["a: svhn-mnist student mnv3-small-0.5 @32"] = run_model(
+            "a", ckpt, label, True, args.work, args, threads
+        )
         if args.sweep:
             from augkd.export.data import evaluation_data
             from augkd.export.source import load_source

@@ -188,10 +188,16 @@ def rows_of(res: dict, meta: dict) -> list[dict]:
     for op, m in res["modules"].items():
         rates = sorted(m["samples_per_iter"] / t for t in m["times_s"])
         q = statistics.quantiles(rates, n=10) if len(rates) >= 2 else [rates[0]] * 9
-        extra = {"per_device_batch": m["batch"], **({"k": m["k"]} if "k" in m else {"steps": m["steps"]}),
-                 "samples_per_iter": m["samples_per_iter"], "iters": len(rates), "precision": res["precision"],
-                 "student": res["student"], "threads_per_process": 1 if "cpu" in meta["provider"] else None,
-                 "load_avg_start_end": [res["load_avg"]["start"][0], res["load_avg"]["end"][0]]}  # fmt: skip
+        extra = {
+            "per_device_batch": m["batch"],
+            **({"k": m["k"]} if "k" in m else {"steps": m["steps"]}),
+            "samples_per_iter": m["samples_per_iter"],
+            "iters": len(rates),
+            "precision": res["precision"],
+            "student": res["student"],
+            "threads_per_process": 1 if "cpu" in meta["provider"] else None,
+            "load_avg_start_end": [res["load_avg"]["start"][0], res["load_avg"]["end"][0]],
+        }
         rows.append({"op": op, "provider": meta["provider"], "mode": "train", "metric": "throughput",
                      "unit": "samples/s", "x_name": "processes", "x_value": res["world_size"],
                      "p50": statistics.median(rates), "p20": q[1], "p80": q[7],
@@ -210,8 +216,11 @@ def plot(csv_path: Path) -> Path:
     lines = sorted({(r["op"], r["provider"]) for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for op, provider in lines:
-        pts = sorted((int(r["x_value"]), float(r["p50"]), float(r["p20"]), float(r["p80"])) for r in rows
-                     if r["op"] == op and r["provider"] == provider)  # fmt: skip
+        pts = sorted(
+            (int(r["x_value"]), float(r["p50"]), float(r["p20"]), float(r["p80"]))
+            for r in rows
+            if r["op"] == op and r["provider"] == provider
+        )
         xs, p50, p20, p80 = zip(*pts, strict=True)
         style = {"marker": "o", "ls": "-" if provider.startswith("ddp") else ":", "label": f"{op} ({provider})"}
         err = [[a - b for a, b in zip(p50, p20, strict=True)], [c - a for a, c in zip(p50, p80, strict=True)]]
@@ -223,8 +232,7 @@ def plot(csv_path: Path) -> Path:
     for ax in axes:
         ax.set_xticks(sorted({int(r["x_value"]) for r in rows}))
         ax.legend(fontsize=8)
-    fig.suptitle(f"Lightning Fabric DDP, weak scaling (fixed per-device batch) on {rows[0]['device_name']}",
-                 fontsize=9)  # fmt: skip
+    fig.suptitle(f"Lightning Fabric DDP, weak scaling (fixed per-device batch) on {rows[0]['device_name']}", fontsize=9)
     fig.tight_layout()
     out = csv_path.parent / (csv_path.name.removesuffix(".csv") + ".png")
     fig.savefig(out, dpi=120)
@@ -273,9 +281,14 @@ def main() -> None:
     dev = results[0]["device"]
     tag = "cpu" if args.accelerator == "cpu" else dev.split()[-1].lower()
     stem = args.out or f"benchmarks/results/scaling-{tag}-pt{'.'.join(torch.__version__.split('.')[:2])}"
-    env = {"device_name": dev, "torch_version": torch.__version__, "triton_version": triton_v,
-           "augkd_version": augkd_version(), "git_sha": git_sha(),
-           "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}  # fmt: skip
+    env = {
+        "device_name": dev,
+        "torch_version": torch.__version__,
+        "triton_version": triton_v,
+        "augkd_version": augkd_version(),
+        "git_sha": git_sha(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+    }
     provider = f"ddp-{results[-1]['backend']}-{args.accelerator}"
     rows = [r for res in results for r in rows_of(res, {"provider": provider, "env": env})]
     solo = [r for r in rows if r["x_value"] == 1]  # 1 process is its own control

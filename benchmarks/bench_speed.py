@@ -68,8 +68,9 @@ def measure(
     nets = _build_nets(cfg, data.num_classes)  # the config above: MobileNetV3-Small, G width 256, E width 64
     dev = torch.device(device)
     place_nets(cfg, teacher, nets, dev)  # as a run does: device, channels_last, train.fp32_nets
-    ctx = RunContext(cfg, Path("/tmp"), data, teacher, nets, dev, precision,
-                     Normalize(cfg.data.mean, cfg.data.std).to(dev))  # fmt: skip
+    ctx = RunContext(
+        cfg, Path("/tmp"), data, teacher, nets, dev, precision, Normalize(cfg.data.mean, cfg.data.std).to(dev)
+    )
     stage = DataFreeStage(1)
     stage.setup(ctx)
     times = []
@@ -141,8 +142,10 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:
-        print(f"{r['synthesis']:9s} {r['precision']}: median {r['median_s']:.2f}s/iter  "
-              f"({r['speedup_vs_official']:.1f}x vs the official code's 10.6 s on AMD EPYC)")  # fmt: skip
+        print(
+            f"{r['synthesis']:9s} {r['precision']}: median {r['median_s']:.2f}s/iter  "
+            f"({r['speedup_vs_official']:.1f}x vs the official code's 10.6 s on AMD EPYC)"
+        )
 
 
 if __name__ == "__main__":

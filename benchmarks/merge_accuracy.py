@@ -57,12 +57,16 @@ def merge(docs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     wall: dict[str, dict[str, dict[str, float]]] = {field: {} for field in WALL_FIELDS}
     for field, table in wall.items():
         for method in methods:
-            parts = [(len(d["methods"][method]["seeds"]), d.get(field, {}).get(method, {}))
-                     for d in docs if method in d["methods"]]  # fmt: skip
+            parts = [
+                (len(d["methods"][method]["seeds"]), d.get(field, {}).get(method, {}))
+                for d in docs
+                if method in d["methods"]
+            ]
             parts = [(n, w) for n, w in parts if w]  # parts written before a field existed
             keys = sorted({k for _, w in parts for k in w})
-            table[method] = {k: sum(n * w.get(k, 0.0) for n, w in parts if k in w) /
-                             sum(n for n, w in parts if k in w) for k in keys}  # fmt: skip
+            table[method] = {
+                k: sum(n * w.get(k, 0.0) for n, w in parts if k in w) / sum(n for n, w in parts if k in w) for k in keys
+            }
     first = docs[0]
     return {
         "teacher_source_only": first["teacher_source_only"], "methods": methods, "preset": first["preset"],

@@ -43,8 +43,12 @@ def main() -> None:
     cfg = load_config(args.run / "config.yaml")
     data = load_domain(cfg.data, args.run)
     teacher, _ = load_teacher(cfg, data)
-    g = create_model("augkd_generator", latent_dim=cfg.generator.latent_dim, image_size=cfg.data.image_size,
-                     width=cfg.generator.width).train()  # fmt: skip
+    g = create_model(
+        "augkd_generator",
+        latent_dim=cfg.generator.latent_dim,
+        image_size=cfg.data.image_size,
+        width=cfg.generator.width,
+    ).train()
     g.load_state_dict(load_state_dict_file(args.run / "checkpoints" / "module1" / "generator.safetensors"))
     for p in g.parameters():
         p.requires_grad_(False)
@@ -75,9 +79,13 @@ def main() -> None:
         from augkd.utils import cpu_name, git_sha
 
         setup = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        env = {"machine": {"cpu": cpu_name(), "threads": args.threads}, "torch": torch.__version__,
-               "git_sha": git_sha(), "load_avg_at_end": os.getloadavg(),
-               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+        env = {
+            "machine": {"cpu": cpu_name(), "threads": args.threads},
+            "torch": torch.__version__,
+            "git_sha": git_sha(),
+            "load_avg_at_end": os.getloadavg(),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         args.out.write_text(json.dumps({**setup, **env, "rows": rows}, indent=2) + "\n")
 
 

@@ -88,8 +88,14 @@ def main() -> None:
         fwd = sum(e.cpu_time_total for e in events if e.key.startswith("augkd_op::")) / 1e3
         # backward of the ops: the autograd nodes created inside them (reference path: softmax/log-softmax/
         # lerp backward nodes; Triton path: the <Op>FunctionBackward node)
-        bwd_keys = ("KdLossFunctionBackward", "KDLossFunctionBackward", "LogSoftmaxBackward", "SoftmaxBackward",
-                    "FusedMixupFunctionBackward", "LatentMixFunctionBackward")  # fmt: skip
+        bwd_keys = (
+            "KdLossFunctionBackward",
+            "KDLossFunctionBackward",
+            "LogSoftmaxBackward",
+            "SoftmaxBackward",
+            "FusedMixupFunctionBackward",
+            "LatentMixFunctionBackward",
+        )
         bwd = sum(e.cpu_time_total for e in events if any(e.key.startswith(k) for k in bwd_keys)) / 1e3
         op_ms.append(fwd + bwd)
     _ = iterate_batches
