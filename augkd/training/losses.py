@@ -101,6 +101,14 @@ def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _ChannelMeanVar.apply(x)
 
 
+def pooled_mean_var(stats: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance over equal-weight batches from each batch's (mean, var): E[x] = mean of the batch
+    means, Var = mean of (batch var + batch mean²) − E[x]²."""
+    assert stats, "no batches"
+    mean = torch.stack([m for m, _ in stats]).mean(0)
+    return mean, torch.stack([v + m * m for m, v in stats]).mean(0) - mean * mean
+
+
 class BNStatsHook:
     """Forward hooks on every BatchNorm2d of a (frozen) network: the batch statistics of their inputs.
 
@@ -154,23 +162,17 @@ class BNStatsHook:
     @torch.no_grad()
     def set_targets_from(self, net: nn.Module, batches: list[torch.Tensor]) -> None:
         """Match the statistics of ``net``'s BN inputs on real images instead of its running statistics:
-        each layer's per-channel mean and variance over all images of ``batches`` (equal-weight batches:
-        E[x] = mean of the batch means, Var = mean of (batch var + batch mean²) − E[x]²)."""
+        each layer's per-channel mean and variance over all images of ``batches`` (:func:`pooled_mean_var`)."""
         if not self.layers:
             return
-        sums_m: torch.Tensor | None = None
-        sums_sq: torch.Tensor | None = None
         self.enabled = True
+        stats = []
         for xb in batches:
             net(xb)
-            m, v = torch.cat(self._means), torch.cat(self._vars)
+            stats.append((torch.cat(self._means), torch.cat(self._vars)))
             self.clear()
-            sums_m = m if sums_m is None else sums_m + m
-            sums_sq = v + m * m if sums_sq is None else sums_sq + v + m * m
         self.enabled = False
-        assert sums_m is not None and sums_sq is not None, "no batches"
-        mean = sums_m / len(batches)
-        self.run_mean, self.run_var = mean, sums_sq / len(batches) - mean * mean
+        self.run_mean, self.run_var = pooled_mean_var(stats)
 
     def remove(self) -> None:
         for h in self._handles:

@@ -37,6 +37,7 @@ from augkd.training.losses import (
     generator_loss,
     input_stats_loss,
     instance_contrast_loss,
+    pooled_mean_var,
     student_kd_loss,
     total_variation,
 )
@@ -127,9 +128,7 @@ class DataFreeStage(Stage):
         batches = [ctx.teacher.prepare(_cl(b.float().div(255.0).to(ctx.device), ctx)) for b in imgs.split(chunk)]
         assert self.hook is not None
         self.hook.set_targets_from(ctx.teacher.net, batches)
-        stats = [channel_mean_var(b.float()) for b in batches]
-        mean = torch.stack([m for m, _ in stats]).mean(0)
-        self._input_target = (mean, torch.stack([v + m * m for m, v in stats]).mean(0) - mean * mean)
+        self._input_target = pooled_mean_var([channel_mean_var(b.float()) for b in batches])
 
     def _generator_step(self, ctx: RunContext, bsz: int) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
         """One generator step; returns its losses and (z, x, teacher top-1) of the batch it generated."""
