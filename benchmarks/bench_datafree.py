@@ -18,66 +18,32 @@ import time
 from pathlib import Path
 
 # The variants: overrides on top of each preset (docs/decisions.md, "Module 1").
+# the memory bank, the adversarial term masked to T/S agreement and jitter; then with the input-statistics prior
+BANK = ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2"]
+BANK_INPUT = [*BANK, "module1.w_input=10"]
 VARIANTS: dict[str, list[str]] = {
     "official": ["module1.bank_size=0", "module1.adv_mask=false", "module1.jitter=0", "module1.kd_tau=1"],
-    "bank": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2"],
-    "bank-noadv": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2", "module1.w_adv=0"],
-    "bank-tau4": [
-        "module1.bank_size=20000",
-        "module1.adv_mask=true",
-        "module1.jitter=2",
-        "module1.kd_tau=4",
-        "module1.s_lr=3e-3",
-    ],  # fmt: skip
-    "bank-bnmean": [
-        "module1.bank_size=20000",
-        "module1.adv_mask=true",
-        "module1.jitter=2",
-        "module1.bn_form=layer_mean",
-        "module1.w_bn=10",
-    ],  # fmt: skip
-    "bank-input": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2", "module1.w_input=10"],
-    "bank-input-tau4": [
-        "module1.bank_size=20000",
-        "module1.adv_mask=true",
-        "module1.jitter=2",
-        "module1.w_input=10",
-        "module1.kd_tau=4",
-    ],  # fmt: skip
+    "bank": BANK,
+    "bank-noadv": [*BANK, "module1.w_adv=0"],
+    "bank-tau4": [*BANK, "module1.kd_tau=4", "module1.s_lr=3e-3"],
+    "bank-bnmean": [*BANK, "module1.bn_form=layer_mean", "module1.w_bn=10"],
+    "bank-input": BANK_INPUT,
+    "bank-input-tau4": [*BANK_INPUT, "module1.kd_tau=4"],
     "input": ["module1.w_input=10"],  # the official loop (no bank) with the input-statistics prior
-    "bank-input-noadv": [
-        "module1.bank_size=20000",
-        "module1.adv_mask=true",
-        "module1.jitter=2",
-        "module1.w_input=10",
-        "module1.w_adv=0",
-    ],  # fmt: skip
-    "bank-input30": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2", "module1.w_input=30"],
-    "bank-input-k10": [
-        "module1.bank_size=20000",
-        "module1.adv_mask=true",
-        "module1.jitter=2",
-        "module1.w_input=10",
-        "module1.student_steps=10",
-    ],  # fmt: skip
+    "bank-input-noadv": [*BANK_INPUT, "module1.w_adv=0"],
+    "bank-input30": [*BANK, "module1.w_input=30"],
+    "bank-input-k10": [*BANK_INPUT, "module1.student_steps=10"],
     # the SVHN teacher has BatchNorm: its concatenated BN term (80-290) dominates the official loss
-    "bank-input-k10-bnmean": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
-                              "module1.w_input=10", "module1.student_steps=10", "module1.bn_form=layer_mean"],
-    "bank-input-k10-bnmean5": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
-                               "module1.w_input=10", "module1.student_steps=10", "module1.bn_form=layer_mean",
-                               "module1.w_bn=5"],
+    "bank-input-k10-bnmean": [*BANK_INPUT, "module1.student_steps=10", "module1.bn_form=layer_mean"],
+    "bank-input-k10-bnmean5": [*BANK_INPUT, "module1.student_steps=10", "module1.bn_form=layer_mean", "module1.w_bn=5"],
     # the same with one encoder step per generator step (E only serves Modules 2 and 3): ~30% less time
-    "bank-input-k10-e1": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
-                          "module1.w_input=10", "module1.student_steps=10", "module1.encoder_steps=1"],
+    "bank-input-k10-e1": [*BANK_INPUT, "module1.student_steps=10", "module1.encoder_steps=1"],
     # twice the student steps per generator step: the student, not the generator, is what lags
-    "bank-input-k20-e1": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
-                          "module1.w_input=10", "module1.student_steps=20", "module1.encoder_steps=1"],
-    "bank-input-k20-e1-bnmean": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
-                                 "module1.w_input=10", "module1.student_steps=20", "module1.encoder_steps=1",
+    "bank-input-k20-e1": [*BANK_INPUT, "module1.student_steps=20", "module1.encoder_steps=1"],
+    "bank-input-k20-e1-bnmean": [*BANK_INPUT, "module1.student_steps=20", "module1.encoder_steps=1",
                                  "module1.bn_form=layer_mean"],
     # the BN and input priors matched to the teacher's statistics on the unlabelled student-domain images
-    "bank-input-k20-e1-bnmean-sd": ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2",
-                                    "module1.w_input=10", "module1.student_steps=20", "module1.encoder_steps=1",
+    "bank-input-k20-e1-bnmean-sd": [*BANK_INPUT, "module1.student_steps=20", "module1.encoder_steps=1",
                                     "module1.bn_form=layer_mean", "module1.stats_target=student_domain"],
     # the paper's data-free baselines (augkd.methods): each fixes its own loss weights on the same budget
     **{m: [f"method={m}"] for m in ("deepinversion", "dfq", "cmi", "zskt", "dafl")},
