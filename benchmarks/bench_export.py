@@ -639,14 +639,13 @@ def run_model(
 
     load_before = os.getloadavg()[0]
     try:
-        report = export_model(
-            ckpt,
-            ["onnx", "ort-int8"],
-            work / name,
-            latency=False,
-            threads=threads,
-            parity_samples=args.parity_samples if not acc_meaningful else None,
-        )
+        cfg = {
+            "formats": ["onnx", "ort-int8"],
+            "threads": threads,
+            "checks": {"parity_samples": args.parity_samples if not acc_meaningful else None},
+            "latency": {"enabled": False},
+        }
+        report = export_model(ckpt, cfg, work / name)
     except ExportCheckError as exc:  # a failed check is a result to record, not a crash
         report = exc.report
     src = load_source(ckpt)

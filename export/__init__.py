@@ -1,6 +1,7 @@
 """Deployment: ONNX export, ONNX Runtime static int8, TensorRT engines, parity checks and latency benchmarks.
 
-``export_model(source, formats, out_dir)`` is the one entry point ``augkd export`` calls; ``measure_latency``
+``export_model(source, config, out_dir)`` is the one entry point ``augkd export`` calls (``config``: an
+:class:`ExportConfig`, built from a mapping with ``build_export_config``); ``measure_latency``
 is the single timing harness every backend goes through (``augkd bench latency``).
 
 This package imports cheaply: onnx, onnxruntime, onnxslim and tensorrt are imported inside the functions
@@ -13,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from augkd.export.config import ExportConfig, build_export_config
     from augkd.export.data import EvaluationData, evaluation_data
     from augkd.export.errors import ExportCheckError, ExportError
     from augkd.export.latency import bench_latency, measure_latency
@@ -25,10 +27,12 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPORT_FORMATS",
     "EvaluationData",
+    "ExportConfig",
     "ExportCheckError",
     "ExportError",
     "ExportReport",
     "bench_latency",
+    "build_export_config",
     "evaluation_data",
     "export_model",
     "export_onnx",
@@ -39,6 +43,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ExportConfig": "config",
+    "build_export_config": "config",
     "EvaluationData": "data",
     "evaluation_data": "data",
     "ExportCheckError": "errors",

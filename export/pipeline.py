@@ -1,6 +1,6 @@
 """``export_model``: checkpoint → ONNX (+ int8, TensorRT) → parity/accuracy on the run's test split → report.
 
-Checks (all thresholds are options):
+The options are one :class:`~augkd.export.config.ExportConfig`. Checks (all thresholds are in its ``checks``):
 
 - ``onnx`` (fp32): max |Δ output| against PyTorch ≤ ``atol`` and top-1 agreement ≥ ``min_agreement``;
 - ``ort-int8``, ``tensorrt-fp16``, ``tensorrt-int8``: Acc@1 drop against the fp32 ONNX model on the test
@@ -13,7 +13,7 @@ A failed check raises :class:`~augkd.export.errors.ExportCheckError` AFTER the a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from augkd.errors import InputError, StorageError
+from augkd.errors import StorageError
 from augkd.export.artifacts import ARTIFACT_FILES, FINGERPRINT_KEY
+from augkd.export.config import DEFAULT_FORMATS, EXPORT_FORMATS, ExportConfig, build_export_config, parse_formats
 from augkd.export.errors import ExportCheckError, ResultNotSavedError
 from augkd.export.report import ArtifactReport, ExportReport, LatencyRow
 
 if TYPE_CHECKING:
+    from augkd.export.config import Int8Options
     from augkd.export.data import EvaluationData
     from augkd.export.source import Source
 
@@ -34,156 +36,52 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_FORMATS", "EXPORT_FORMATS", "PARITY_CAP", "export_model", "parse_formats"]
 
-EXPORT_FORMATS = ("onnx", "ort-int8", "tensorrt-fp16", "tensorrt-int8")
-DEFAULT_FORMATS = ("onnx", "ort-int8")
 PARITY_CAP = 2000  # default cap on parity/accuracy images (the whole test split when smaller)
 
 
-def parse_formats(formats: str | Sequence[str] | None) -> list[str]:
-    """Validated formats (``"onnx,ort-int8"`` or a list); ``onnx`` always comes first (the others derive from it)."""
-    from augkd.export.latency import parse_list
-
-    names = parse_list(formats, EXPORT_FORMATS, "export format") if formats else list(DEFAULT_FORMATS)
-    return ["onnx"] + [f for f in names if f != "onnx"]
-
-
-def _check_options(
-    atol: float,
-    min_agreement: float,
-    parity_samples: int | None,
-    calibration: int,
-    max_acc_drop: float,
-    latency_batches: Sequence[int],
-) -> None:
-    if atol < 0:
-        raise InputError(f"--atol must be >= 0, got {atol}")
-    if not 0.0 <= min_agreement <= 1.0:
-        raise InputError(f"--min-agreement is a fraction in [0, 1], got {min_agreement}")
-    if parity_samples is not None and parity_samples < 1:
-        raise InputError(f"--parity-samples must be >= 1, got {parity_samples}")
-    if calibration < 1:
-        raise InputError(f"--calibration must be >= 1 image, got {calibration}")
-    if max_acc_drop < 0:
-        raise InputError(f"--max-acc-drop must be >= 0 points, got {max_acc_drop}")
-    if any(b < 1 for b in latency_batches):
-        raise InputError(f"latency batch sizes must be >= 1, got {list(latency_batches)}")
-
-
 def export_model(
-    source: str | Path, formats: str | Sequence[str] | None = None, out_dir: str | Path | None = None, *,
-    data: str | None = None, exporter: str = "auto", opset: int = 18, with_preprocessing: bool = False,
-    softmax: bool = False, simplify: bool = True, atol: float = 1e-4, min_agreement: float = 0.999,
-    parity_samples: int | None = None, calibration: int = 256, calibration_method: str = "minmax",
-    activation_type: str = "uint8", quant_format: str = "qdq", per_channel: bool = True,
-    exclude_first_last: bool = False, max_acc_drop: float = 1.0, latency: bool = True,
-    latency_batches: Sequence[int] = (1, 32), latency_iters: int = 30, threads: int | None = None,
-    trt_max_batch: int = 256,
-) -> ExportReport:  # fmt: skip
+    source: str | Path,
+    config: ExportConfig | Mapping[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+) -> ExportReport:
     """Export a run's student (or a checkpoint) and check every artifact on the run's student-domain test split.
 
     Args:
         source: a run directory or a ``.safetensors`` checkpoint with its JSON sidecar.
-        formats: any of ``onnx, ort-int8, tensorrt-fp16, tensorrt-int8`` (default ``onnx, ort-int8``).
+        config: the options (an :class:`ExportConfig`, or a nested mapping validated by
+            :func:`~augkd.export.config.build_export_config`; default: every default, formats ``onnx, ort-int8``).
         out_dir: output folder (default ``<run dir>/export`` or ``<checkpoint folder>/export``).
-        data: student-domain dataset when the run's data cannot be found from the checkpoint.
-        exporter: ``auto`` (dynamo, legacy fallback recorded), ``dynamo`` or ``legacy``.
-        opset: ONNX opset (≥ 17).
-        with_preprocessing: the graph takes uint8 images and normalises them itself.
-        softmax: the graph outputs probabilities.
-        simplify: run onnxslim.
-        atol: fp32 parity threshold on max |Δ output|.
-        min_agreement: fp32 parity threshold on top-1 agreement (fraction).
-        parity_samples: test images for parity/accuracy (default: the whole split, capped at 2000).
-        calibration: training images for int8 calibration.
-        calibration_method: ``minmax``, ``percentile`` or ``entropy`` (ONNX Runtime int8).
-        activation_type: ``uint8`` or ``int8`` activations (ONNX Runtime int8).
-        quant_format: ``qdq`` or ``qoperator`` (ONNX Runtime int8).
-        per_channel: per-channel int8 weights.
-        exclude_first_last: keep the first and last Conv/Gemm in float (ONNX Runtime int8).
-        max_acc_drop: largest allowed Acc@1 drop (points) of reduced-precision artifacts against fp32 ONNX.
-        latency: also time each artifact (and torch eager) at ``latency_batches``.
-        latency_batches: batch sizes of the quick latency measurement.
-        latency_iters: timed iterations per backend × batch.
-        threads: torch and ONNX Runtime intra-op threads (default: physical cores available).
-        trt_max_batch: largest batch of the TensorRT optimisation profile.
 
     Returns:
         The :class:`ExportReport` (also written to ``out_dir``).
 
     Raises:
+        ConfigError: an invalid option (before any work).
         ExportCheckError: a parity or accuracy check failed (artifacts and report are written first).
         ResultNotSavedError: the report could not be written (its ``result`` holds it); other write failures
             raise :class:`~augkd.errors.StorageError` naming the file.
     """
-    opts = _ExportOptions(
-        parse_formats(formats), data, exporter, opset, with_preprocessing, softmax, simplify, atol, min_agreement,
-        parity_samples, calibration, calibration_method, activation_type, quant_format, per_channel,
-        exclude_first_last, max_acc_drop, latency, latency_batches, latency_iters, threads, trt_max_batch,
-    )  # fmt: skip
-    return _export(source, out_dir, opts)
-
-
-@dataclass(frozen=True)
-class _ExportOptions:
-    """The options of one :func:`export_model` call (``formats`` parsed, ``onnx`` first)."""
-
-    formats: list[str]
-    data: str | None
-    exporter: str
-    opset: int
-    with_preprocessing: bool
-    softmax: bool
-    simplify: bool
-    atol: float
-    min_agreement: float
-    parity_samples: int | None
-    calibration: int
-    calibration_method: str
-    activation_type: str
-    quant_format: str
-    per_channel: bool
-    exclude_first_last: bool
-    max_acc_drop: float
-    latency: bool
-    latency_batches: Sequence[int]
-    latency_iters: int
-    threads: int | None
-    trt_max_batch: int
-
-    @property
-    def quant(self) -> dict[str, Any]:
-        """The ONNX Runtime int8 settings (``Context.ort_int8``'s argument and the report's options)."""
-        return {
-            "calibration": self.calibration,
-            "method": self.calibration_method,
-            "activation_type": self.activation_type,
-            "quant_format": self.quant_format,
-            "per_channel": self.per_channel,
-            "exclude_first_last": self.exclude_first_last,
-        }
-
-
-def _export(source: str | Path, out_dir: str | Path | None, o: _ExportOptions) -> ExportReport:
-    """:func:`export_model` after its options are gathered: the artifacts, their checks, the report."""
-    _check_options(o.atol, o.min_agreement, o.parity_samples, o.calibration, o.max_acc_drop, o.latency_batches)
-    if any(f.startswith("tensorrt") for f in o.formats):
+    cfg = build_export_config(config)
+    if cfg.needs_tensorrt:
         from augkd.export.tensorrt import require_tensorrt
 
         require_tensorrt()  # fail before any work, with what is missing
-    ctx = _open_context(source, out_dir, o)
-    onnx_info = ctx.export_fp32(o.exporter, o.opset, o.simplify)
-    artifacts = [ctx.check_onnx(o.atol, o.min_agreement)]
-    if "ort-int8" in o.formats:
-        artifacts.append(ctx.ort_int8(o.quant, o.max_acc_drop))
-    for fmt in (f for f in o.formats if f.startswith("tensorrt")):
-        artifacts.append(ctx.tensorrt(fmt, o.calibration, o.max_acc_drop, o.trt_max_batch))
-    rows = ctx.latency(o.formats, o.latency_batches, o.latency_iters) if o.latency else []
-    report = _build_report(ctx, o, onnx_info, artifacts, rows)
+    ctx = _open_context(source, out_dir, cfg)
+    onnx_info = ctx.export_fp32(cfg.onnx.exporter, cfg.onnx.opset, cfg.onnx.simplify)
+    checks = cfg.checks
+    artifacts = [ctx.check_onnx(checks.atol, checks.min_agreement)]
+    if "ort-int8" in cfg.formats:
+        artifacts.append(ctx.ort_int8(cfg.int8, checks.max_acc_drop))
+    for fmt in (f for f in cfg.formats if f.startswith("tensorrt")):
+        artifacts.append(ctx.tensorrt(fmt, cfg.int8.calibration, checks.max_acc_drop, cfg.tensorrt.max_batch))
+    lat = cfg.latency
+    rows = ctx.latency(list(cfg.formats), lat.batches, lat.iters) if lat.enabled else []
+    report = _build_report(ctx, cfg, onnx_info, artifacts, rows)
     _write_report(report, ctx.out)
     return report
 
 
-def _open_context(source: str | Path, out_dir: str | Path | None, o: _ExportOptions) -> _Context:
+def _open_context(source: str | Path, out_dir: str | Path | None, cfg: ExportConfig) -> _Context:
     """Load the source, create the output folder, pick the test images the checks run on."""
     from augkd.export.data import evaluation_data
     from augkd.export.runtime import physical_cores
@@ -192,22 +90,23 @@ def _open_context(source: str | Path, out_dir: str | Path | None, o: _ExportOpti
     src = load_source(source)
     out = Path(out_dir) if out_dir is not None else src.default_dir("export")
     out.mkdir(parents=True, exist_ok=True)
-    n_threads = o.threads or physical_cores()
-    ev = evaluation_data(src.spec, src.meta, o.data)
-    images, labels = ev.test_batch(min(len(ev.test), o.parity_samples or PARITY_CAP))
-    model_input = images if o.with_preprocessing else ev.normalize(images)
+    n_threads = cfg.threads or physical_cores()
+    ev = evaluation_data(src.spec, src.meta, cfg.data)
+    images, labels = ev.test_batch(min(len(ev.test), cfg.checks.parity_samples or PARITY_CAP))
+    with_preprocessing = cfg.onnx.with_preprocessing
+    model_input = images if with_preprocessing else ev.normalize(images)
     logger.info("checking on %d %s images of %s", len(images), ev.test_split, ev.dataset)
     return _Context(src=src, out=out, ev=ev, model_input=model_input, labels=labels, threads=n_threads,
-                    with_preprocessing=o.with_preprocessing, softmax=o.softmax)  # fmt: skip
+                    with_preprocessing=with_preprocessing, softmax=cfg.onnx.softmax)  # fmt: skip
 
 
 def _build_report(
-    ctx: _Context, o: _ExportOptions, onnx_info: Any, artifacts: list[ArtifactReport], rows: list[LatencyRow]
+    ctx: _Context, cfg: ExportConfig, onnx_info: Any, artifacts: list[ArtifactReport], rows: list[LatencyRow]
 ) -> ExportReport:
     from augkd.export.parity import accuracy
     from augkd.export.report import count_macs, count_parameters, environment_info, now_iso
 
-    src, meta, ev, fmts = ctx.src, ctx.src.meta, ctx.ev, o.formats
+    src, meta, ev = ctx.src, ctx.src.meta, ctx.ev
     model_info = {
         "arch": meta.arch, "model_kwargs": meta.model_kwargs, "num_classes": meta.num_classes,
         "class_names": meta.class_names, "input_size": meta.input_size, "in_chans": meta.in_chans,
@@ -215,16 +114,13 @@ def _build_report(
         "macs": count_macs(src.model, meta.input_size, meta.in_chans), "macs_method": _macs_method(),
         "torch_acc1": accuracy(ctx.reference, ctx.labels), "fingerprint": src.fingerprint,
     }  # fmt: skip
+    calibration = min(cfg.int8.calibration, len(ev.train)) if len(cfg.formats) > 1 else None
     return ExportReport(
         created=now_iso(), source=src.spec, out_dir=str(ctx.out), environment=environment_info(), model=model_info,
         data={"origin": ev.origin, "dataset": ev.dataset, "test_split": ev.test_split,
               "parity_samples": len(ctx.model_input), "test_split_size": len(ev.test),
-              "train_split_size": len(ev.train),
-              "calibration_samples": min(o.calibration, len(ev.train)) if len(fmts) > 1 else None},
-        onnx=onnx_info.to_dict(), artifacts=artifacts, latency=rows,
-        options={"formats": fmts, "exporter": o.exporter, "opset": o.opset, "with_preprocessing": o.with_preprocessing,
-                 "softmax": o.softmax, "simplify": o.simplify, "atol": o.atol, "min_agreement": o.min_agreement,
-                 "max_acc_drop": o.max_acc_drop, "threads": ctx.threads, **o.quant},
+              "train_split_size": len(ev.train), "calibration_samples": calibration},
+        onnx=onnx_info.to_dict(), artifacts=artifacts, latency=rows, options=cfg.report_options(ctx.threads),
         failures=[c.message for a in artifacts for c in a.checks if not c.passed],
         notes=ctx.notes,
     )  # fmt: skip
@@ -336,20 +232,12 @@ class _Context:
         return cal if self.with_preprocessing else self.ev.normalize(cal)
 
     # -- ONNX Runtime int8 ---------------------------------------------------------------------------------------
-    def ort_int8(self, quant: dict[str, Any], max_acc_drop: float) -> ArtifactReport:
+    def ort_int8(self, int8: Int8Options, max_acc_drop: float) -> ArtifactReport:
         from augkd.export.quantize import quantize_ort_int8
 
         path = self.out / ARTIFACT_FILES["ort-int8"]
-        info = quantize_ort_int8(
-            self.onnx_path,
-            path,
-            self._calibration_inputs(quant["calibration"]).numpy(),
-            method=quant["method"],
-            activation_type=quant["activation_type"],
-            quant_format=quant["quant_format"],
-            per_channel=quant["per_channel"],
-            exclude_first_last=quant["exclude_first_last"],
-        )
+        cal = self._calibration_inputs(int8.calibration).numpy()
+        info = quantize_ort_int8(self.onnx_path, path, cal, **int8.quantize_kwargs())
         outputs, provider = self._ort_outputs(path)
         art = self._artifact("ort-int8", "int8", f"onnxruntime {provider}")
         art.details = {"quantization": info}

@@ -144,17 +144,21 @@ def export_cmd(
 ) -> None:
     """Export a run's student to ONNX (+ int8 / TensorRT), check parity and accuracy on its test split, report."""
     setup_logging(verbose, quiet)
-    from augkd.export import ExportCheckError, export_model
+    from augkd.export import ExportCheckError, build_export_config, export_model
     from augkd.export.errors import ResultNotSavedError
 
+    cfg = build_export_config({
+        "formats": formats, "data": data, "threads": threads,
+        "onnx": {"exporter": exporter, "opset": opset, "with_preprocessing": with_preprocessing, "softmax": softmax,
+                 "simplify": simplify},
+        "checks": {"atol": atol, "min_agreement": min_agreement, "max_acc_drop": max_acc_drop,
+                   "parity_samples": parity_samples},
+        "int8": {"calibration": calibration, "method": calibration_method, "activation_type": activation_type,
+                 "quant_format": quant_format, "exclude_first_last": exclude_first_last},
+        "latency": {"enabled": latency},
+    })  # fmt: skip
     try:
-        report = export_model(
-            source, formats, out, data=data, exporter=exporter, opset=opset, with_preprocessing=with_preprocessing,
-            softmax=softmax, simplify=simplify, atol=atol, min_agreement=min_agreement, parity_samples=parity_samples,
-            calibration=calibration, calibration_method=calibration_method, activation_type=activation_type,
-            quant_format=quant_format, exclude_first_last=exclude_first_last, max_acc_drop=max_acc_drop,
-            latency=latency, threads=threads,
-        )  # fmt: skip
+        report = export_model(source, cfg, out)
     except ExportCheckError as exc:
         _show(exc.report.to_json_dict(), json_out)  # the table on stdout helps; then the one-line error
         raise

@@ -42,6 +42,22 @@ def test_export_unknown_format(digits_student, tmp_path):
     assert not (tmp_path / "model.onnx").exists()  # rejected before any work
 
 
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (("--atol", "-1"), "--atol must be >= 0, got -1.0"),
+        (("--min-agreement", "99.9"), "--min-agreement is a fraction in [0, 1], got 99.9"),
+        (("--calibration-method", "kl"), "unknown calibration method 'kl': use one of minmax, percentile, entropy"),
+        (("--opset", "13"), "ONNX opset 13 is too old: use --opset 17 or newer"),
+        (("--exporter", "jit"), "unknown ONNX exporter 'jit': use one of auto, dynamo, legacy"),
+    ],
+)
+def test_export_bad_option_is_one_line_before_any_work(digits_student, tmp_path, args, pattern):
+    res = _run("export", digits_student, *args, "--out", tmp_path / "out")
+    assert_one_line_error(res, pattern)
+    assert not (tmp_path / "out").exists()  # rejected before the checkpoint is even loaded
+
+
 @pytest.mark.skipif(tensorrt_available()[0], reason="TensorRT and a GPU are present here")
 def test_export_tensorrt_without_tensorrt(digits_student, tmp_path):
     res = _run("export", digits_student, "--format", "tensorrt-fp16", "--out", tmp_path)

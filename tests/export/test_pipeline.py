@@ -11,8 +11,8 @@ pytest.importorskip("onnxruntime")
 
 from stat_gates import assert_reduced_precision_ok
 
-from augkd.errors import InputError
-from augkd.export import ExportCheckError, export_model
+from augkd.errors import ConfigError, InputError
+from augkd.export import ExportCheckError, ExportConfig, build_export_config, export_model
 from augkd.export.data import evaluation_data
 from augkd.export.parity import accuracy_check, accuracy_result
 
@@ -24,9 +24,12 @@ def exported(digits_student, tmp_path_factory):
     """One full export (onnx + ort-int8 + quick latency) shared by the report tests."""
     out = tmp_path_factory.mktemp("export")
     # the product's 1-point default gate is 1.8 images on this split: int8 is judged by a gate sized to it instead
-    report = export_model(
-        digits_student, ["onnx", "ort-int8"], out, latency_batches=(1, 32), latency_iters=3, max_acc_drop=100.0
-    )
+    cfg = {
+        "formats": ["onnx", "ort-int8"],
+        "latency": {"batches": (1, 32), "iters": 3},
+        "checks": {"max_acc_drop": 100},
+    }
+    report = export_model(digits_student, cfg, out)
     return report, out
 
 
@@ -85,8 +88,11 @@ def test_export_model_report_files_and_fields(exported, digits_student):
 
 def test_export_model_parity_failure_keeps_artifacts(digits_student, tmp_path):
     """fp32 cannot reach 1e-12 against PyTorch: the export fails, but files and report are written first."""
+    cfg = ExportConfig(
+        formats=["onnx"], onnx={"exporter": "legacy"}, checks={"atol": 1e-12}, latency={"enabled": False}
+    )
     with pytest.raises(ExportCheckError, match=r"max \|Δ\| .* > --atol 1e-12") as info:
-        export_model(digits_student, ["onnx"], tmp_path, exporter="legacy", atol=1e-12, latency=False)
+        export_model(digits_student, cfg, tmp_path)
     assert (tmp_path / "model.onnx").is_file()
     saved = json.loads((tmp_path / "export_report.json").read_text())
     assert saved["passed"] is False and saved["failures"]
@@ -95,9 +101,13 @@ def test_export_model_parity_failure_keeps_artifacts(digits_student, tmp_path):
 
 def test_export_model_with_preprocessing_run_dir(digits_run):
     """A run directory: default out dir, the run's own split, a uint8-input graph checked against torch."""
-    report = export_model(
-        digits_run, ["onnx"], exporter="legacy", with_preprocessing=True, softmax=True, parity_samples=50, latency=False
-    )
+    cfg = {
+        "formats": "onnx",
+        "onnx": {"exporter": "legacy", "with_preprocessing": True, "softmax": True},
+        "checks": {"parity_samples": 50},
+        "latency": {"enabled": False},
+    }
+    report = export_model(digits_run, cfg)
     assert report.out_dir == str(digits_run / "export")
     assert (digits_run / "export" / "model.onnx").is_file()
     assert report.onnx["input_dtype"] == "uint8" and report.onnx["output_name"] == "probabilities"
@@ -168,18 +178,63 @@ def test_eval_reads_the_data_section_of_a_teacher_run(tmp_path, digits_student):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "options, match",
     [
-        ({"formats": ["onnx", "ort-int9"]}, "unknown export format 'ort-int9': did you mean 'ort-int8'"),
-        ({"atol": -1.0}, "--atol must be >= 0"),
-        ({"min_agreement": 99.9}, "fraction in"),
-        ({"calibration": 0}, "--calibration must be >= 1"),
-        ({"max_acc_drop": -0.5}, "--max-acc-drop"),
+        ({"formats": ["onnx", "ort-int9"]}, "^unknown export format 'ort-int9': did you mean 'ort-int8'"),
+        ({"checks": {"atol": -1.0}}, r"^--atol must be >= 0, got -1.0$"),
+        ({"checks": {"min_agreement": 99.9}}, "^--min-agreement is a fraction in"),
+        ({"checks": {"parity_samples": 0}}, "^--parity-samples must be >= 1"),
+        ({"checks": {"max_acc_drop": -0.5}}, "^--max-acc-drop must be >= 0 points"),
+        ({"int8": {"calibration": 0}}, "^--calibration must be >= 1"),
+        ({"int8": {"method": "kl"}}, "^unknown calibration method 'kl': use one of minmax, percentile, entropy$"),
+        ({"int8": {"activation_type": "int4"}}, "^unknown activation type 'int4'"),
+        ({"int8": {"quant_format": "qop"}}, "^unknown quantisation format 'qop'"),
+        ({"onnx": {"exporter": "torchscript"}}, "^unknown ONNX exporter 'torchscript'"),
+        ({"onnx": {"opset": 13}}, "^ONNX opset 13 is too old: use --opset 17 or newer$"),
+        ({"latency": {"batches": [1, 0]}}, r"^latency batch sizes must be >= 1, got \[1, 0\]$"),
+        ({"latency": {"iters": 0}}, r"^invalid export option latency\.iters: .* \(got 0\)$"),
+        ({"tensorrt": {"max_batch": "big"}}, r"^invalid export option tensorrt\.max_batch: .*integer.* \(got 'big'\)$"),
+        ({"checks": {"atl": 1e-3}}, "^unknown export option 'checks.atl'; did you mean 'checks.atol'"),
+        ({"int8s": {}}, "^unknown export option 'int8s'; did you mean 'int8'"),
     ],
 )
-def test_export_model_bad_options(digits_student, tmp_path, kwargs, match):
-    with pytest.raises(InputError, match=match):
-        export_model(digits_student, out_dir=tmp_path, **kwargs)
+def test_export_model_bad_options(digits_student, tmp_path, options, match):
+    """Every bad option is one ConfigError line, raised before anything is written."""
+    with pytest.raises(ConfigError, match=match):
+        export_model(digits_student, options, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_config_defaults_and_parsing():
+    """The defaults are the CLI's; formats are parsed (onnx first, no repeats); the config is frozen."""
+    cfg = build_export_config()
+    assert cfg == ExportConfig() and cfg.formats == ("onnx", "ort-int8")
+    assert (cfg.onnx.exporter, cfg.onnx.opset, cfg.onnx.simplify, cfg.checks.atol, cfg.checks.min_agreement) == (
+        "auto",
+        18,
+        True,
+        1e-4,
+        0.999,
+    )
+    assert (cfg.int8.calibration, cfg.checks.max_acc_drop, cfg.latency.batches, cfg.latency.iters) == (
+        256,
+        1.0,
+        (1, 32),
+        30,
+    )
+    assert build_export_config({"formats": "ort-int8,onnx,ort-int8"}).formats == ("onnx", "ort-int8")
+    assert build_export_config({"formats": ["tensorrt-fp16"]}).formats == ("onnx", "tensorrt-fp16")
+    assert build_export_config({"formats": None}).formats == ("onnx", "ort-int8")
+    assert build_export_config(cfg) is cfg
+    with pytest.raises(Exception, match="frozen"):
+        cfg.checks.atol = 1.0  # type: ignore[misc]
+    opts = build_export_config({"int8": {"method": "entropy", "per_channel": False}}).report_options(threads=3)
+    assert opts == {
+        "formats": ["onnx", "ort-int8"], "exporter": "auto", "opset": 18, "with_preprocessing": False,
+        "softmax": False, "simplify": True, "atol": 1e-4, "min_agreement": 0.999, "max_acc_drop": 1.0, "threads": 3,
+        "calibration": 256, "method": "entropy", "activation_type": "uint8", "quant_format": "qdq",
+        "per_channel": False, "exclude_first_last": False,
+    }  # fmt: skip
 
 
 def test_accuracy_check_states_its_resolution():

@@ -45,8 +45,9 @@ def test_tensorrt_selftest_passes():
 def test_tensorrt_export_fp16_and_int8(digits_student, tmp_path):
     from augkd.export import export_model
 
-    report = export_model(digits_student, ["tensorrt-fp16", "tensorrt-int8"], tmp_path, exporter="legacy",
-                          calibration=128, latency_batches=(1, 8), latency_iters=5, max_acc_drop=100.0)  # fmt: skip
+    cfg = {"formats": ["tensorrt-fp16", "tensorrt-int8"], "onnx": {"exporter": "legacy"}, "int8": {"calibration": 128},
+           "latency": {"batches": (1, 8), "iters": 5}, "checks": {"max_acc_drop": 100.0}}  # fmt: skip
+    report = export_model(digits_student, cfg, tmp_path)
     for fmt in ("tensorrt-fp16", "tensorrt-int8"):
         art = report.artifact(fmt)
         assert (tmp_path / art.file).is_file()
@@ -59,7 +60,8 @@ def test_tensorrt_export_fp16_and_int8(digits_student, tmp_path):
 def test_import_augkd_export_is_lean():
     """`import augkd.export` (and resolving its public names) loads no onnx, onnxruntime or tensorrt."""
     code = (
-        "import sys, augkd.export as e; e.export_model; e.measure_latency; e.export_onnx; e.tensorrt_selftest; "
+        "import sys, augkd.export as e; e.export_model; e.ExportConfig; e.measure_latency; e.export_onnx; "
+        "e.tensorrt_selftest; "
         "print([m for m in ('onnx', 'onnxruntime', 'tensorrt', 'onnxslim', 'onnxscript') if m in sys.modules])"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
