@@ -154,6 +154,15 @@ class Module2Config(_Base):
     # z = E(x, y) in the training batches: "mean" = mu; "sample" = a fresh draw z ~ q(z|x, y) per batch
     # (docs/decisions.md B13: the encoder samples only while training). Validation and pictures use mu.
     encoder_z: Literal["mean", "sample"] = "mean"
+    # Sample-specific anchors (docs/decisions.md, "Anchors of real images"). w_encoder 0 = the paper and the
+    # official code: E is frozen here and was only ever trained on generated images, so G(E(x)) of a real x
+    # is one pattern per class. > 0: E is trained here too, on the real images, so that G(E(x)) is a
+    # teacher-domain view of *that* x: the teacher's penultimate features of G(E(x)) close to those of x
+    # (1 − cosine) and its top-1 = y (CE), both times w_encoder, while E stays the inverse of G on G's own
+    # images (Module 1's encoder loss on a fresh generated batch, per latent dimension).
+    w_encoder: float = Field(0.0, ge=0)
+    e_lr: float = Field(1e-4, gt=0)  # the encoder's Adam lr when w_encoder > 0 (Module 1's default)
+    w_near: float = Field(0.0, ge=0)  # w·mean((z_a − z)²) added to L_A: keeps each anchor near its own z
 
 
 class Module3Config(_Base):

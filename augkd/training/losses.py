@@ -284,6 +284,18 @@ def encoder_loss(
     return (mse + kld_weight * kld) / b
 
 
+def encoder_real_loss(
+    f_rec: torch.Tensor, f_real: torch.Tensor, t_rec: torch.Tensor, y: torch.Tensor, w: float, inverse: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Module 2's encoder loss on real images (module2.w_encoder): w·[(1 − cos(f(G(E(x))), f(x))) + CE(T(G(E(x))), y)]
+    + ``inverse`` (Module 1's encoder loss on generated images, per latent dimension), where f is the teacher's
+    penultimate features. The cosine is the mean over rows."""
+    feat = 1.0 - F.cosine_similarity(f_rec.float(), f_real.float(), dim=1).mean()
+    ce = F.cross_entropy(t_rec.float(), y)
+    total = w * (feat + ce) + inverse
+    return {"loss": total, "feat": feat.detach(), "ce": ce.detach(), "inverse": inverse.detach()}
+
+
 def mask_penalty(m: torch.Tensor, invariant: float, form: str) -> torch.Tensor:
     """per_sample: mean_i |mean_j m_ij − (1 − α)|;  batch_total (official, B2): |Σ m − (1 − α)·L| / B."""
     if form == "per_sample":

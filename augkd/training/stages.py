@@ -34,6 +34,7 @@ from augkd.training.losses import (
     anchor_loss,
     channel_mean_var,
     encoder_loss,
+    encoder_real_loss,
     generator_loss,
     input_stats_loss,
     instance_contrast_loss,
@@ -368,43 +369,90 @@ class DataFreeStage(Stage):
 
 
 class AnchorStage(Stage):
-    """Module 2: learn the class-conditioned latent anchor; only the AnchorNet is trained."""
+    """Module 2: learn the class-conditioned latent anchor. Only the AnchorNet is trained (the paper), or the
+    AnchorNet and the encoder with ``module2.w_encoder`` > 0 (sample-specific anchors, docs/decisions.md)."""
 
     name = "module2"
-    trains = ("anchor",)
     higher_is_better = False
+
+    def __init__(self, epochs: int, train_encoder: bool = False) -> None:
+        super().__init__(epochs)
+        self.trains = ("anchor", "encoder") if train_encoder else ("anchor",)
+        self.feat: FeatureHook | None = None  # the teacher's penultimate features (encoder on real images)
 
     def setup(self, ctx: RunContext) -> None:
         for n in ("generator", "encoder", "student"):
             set_trainable(ctx.nets[n], False)
         set_trainable(ctx.nets["anchor"], True)
         c = ctx.cfg.module2
-        opt = adam(ctx.nets["anchor"].parameters(), lr=c.lr)
-        self.optimizers = {"anchor": opt}
-        self.schedulers = {"anchor": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.epochs, 1))}
+        self.optimizers = {"anchor": adam(ctx.nets["anchor"].parameters(), lr=c.lr)}
+        if "encoder" in self.trains:
+            ctx.nets["encoder"].requires_grad_(True)  # weights trained, BN kept in eval mode (as it is used)
+            self.optimizers["encoder"] = adam(ctx.nets["encoder"].parameters(), lr=c.e_lr)
+            self.feat = FeatureHook(ctx.teacher.net)
+        self.schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(self.epochs, 1))
+                           for k, o in self.optimizers.items()}  # fmt: skip
 
     def _loss(
         self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, a: torch.nn.Module, train: bool = False
     ) -> dict[str, torch.Tensor]:
         e, g = ctx.nets["encoder"], ctx.nets["generator"]  # frozen: gradients flow through G to the anchor only
+        c = ctx.cfg.module2
         with torch.no_grad():  # the mean, or a draw from q(z|x, y) in training batches (module2.encoder_z)
-            z, _, _ = e(x, y, sample=True if train and ctx.cfg.module2.encoder_z == "sample" else None)
+            z, _, _ = e(x, y, sample=True if train and c.encoder_z == "sample" else None)
         with ctx.autocast():
             z_a, m = a(z, y)
             x_a = _cl(g(z_a), ctx)
             o = ctx.teacher(x_a)
-        return anchor_loss(o, y, m, ctx.cfg.module2, ctx.backend)
+        losses = anchor_loss(o, y, m, c, ctx.backend)
+        if c.w_near > 0:
+            near = (z_a.float() - z.float()).pow(2).mean()
+            losses["near"] = near.detach()
+            losses["loss"] = losses["loss"] + c.w_near * near
+        return losses
+
+    def _encoder_loss(self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The encoder's loss on a real batch (x, y) and a fresh generated batch, in one encoder forward (DDP
+        expects one forward per backward); see :func:`encoder_real_loss`."""
+        e, g = ctx.net("encoder"), ctx.nets["generator"]
+        assert self.feat is not None
+        b, dim = x.shape[0], ctx.cfg.generator.latent_dim
+        with torch.no_grad(), ctx.autocast():
+            self.feat.enabled = True
+            ctx.teacher.net(ctx.teacher.prepare(_cl(x, ctx)))  # the unfolded net, where the hook sits
+            f_real = self.feat.pop().float()
+            self.feat.enabled = False
+            z_g = torch.randn(b, dim, device=ctx.device)
+            x_g = g(z_g).float()
+            y_g = ctx.teacher(_cl(x_g, ctx)).argmax(dim=1)
+        with ctx.autocast():
+            z_all, mu, logvar = e(torch.cat([x, x_g]), torch.cat([y, y_g]), sample=True)
+            self.feat.enabled = True
+            t_rec = ctx.teacher(_cl(g(z_all[:b]), ctx))
+            f_rec = self.feat.pop()
+            self.feat.enabled = False
+        inverse = encoder_loss(z_all[b:].float(), z_g, mu[b:].float(), logvar[b:].float(), ctx.cfg.module1.kld_weight)
+        return encoder_real_loss(f_rec, f_real, t_rec, y, ctx.cfg.module2.w_encoder, inverse / dim)
 
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
         rows = []
         for i, (x, y) in enumerate(ctx.batches("train", ctx.cfg.train.batch_size, self.name, epoch, augment=True,
                                                drop_last=True)):  # fmt: skip
-            losses = self._loss(ctx, x.to(ctx.device), y.to(ctx.device), ctx.net("anchor"), train=True)
+            x, y = x.to(ctx.device), y.to(ctx.device)
+            enc: dict[str, torch.Tensor] = {}
+            if self.feat is not None:  # the encoder's step on this batch first, then the anchor's
+                enc = self._encoder_loss(ctx, x, y)
+                ctx.check_finite(enc, "module2 encoder step")
+                self.optimize(ctx, "encoder", enc["loss"])
+            losses = self._loss(ctx, x, y, ctx.net("anchor"), train=True)
             ctx.check_finite(losses, "module2")
             self.optimize(ctx, "anchor", losses["loss"])
-            rows.append({f"a_{k}": v.detach() for k, v in losses.items()})
+            rows.append(
+                {**{f"a_{k}": v.detach() for k, v in losses.items()}, **{f"e_{k}": v.detach() for k, v in enc.items()}}
+            )
             ctx.step_end(self.name, epoch, i, rows[-1])
-        self.schedulers["anchor"].step()
+        for sch in self.schedulers.values():
+            sch.step()
         return ctx.reduce_mean(_mean(rows))
 
     @torch.no_grad()
@@ -437,6 +485,10 @@ class AnchorStage(Stage):
     def finish(self, ctx: RunContext) -> None:
         super().finish(ctx)
         set_trainable(ctx.nets["anchor"], False)
+        set_trainable(ctx.nets["encoder"], False)
+        if self.feat is not None:
+            self.feat.remove()
+            self.feat = None
         if ctx.is_main:
             from augkd.utils import atomic_write_json
 
@@ -672,7 +724,7 @@ def build_stages(ctx_cfg: DistillConfig) -> list[Stage]:
     c = ctx_cfg
     make = {
         "module1": lambda: DataFreeStage(c.module1.epochs),
-        "module2": lambda: AnchorStage(c.module2.epochs),
+        "module2": lambda: AnchorStage(c.module2.epochs, train_encoder=c.module2.w_encoder > 0),
         "module3": lambda: MixupStage(c.module3.epochs),
         "module3-no-anchor": lambda: MixupStage(c.module3.epochs, use_anchor=False),
         # s = 1 from the first epoch: no anchor or generated images are used
