@@ -1,0 +1,103 @@
+"""Accuracy against the number of labelled images per class (issue 15's shots curve).
+
+For every shots value K and seed: ``augkd.training.compare`` of the methods on the preset with
+``data.shots_per_class=K``, Module 1 reused from a finished run of the same seed (``--module1``, a folder
+holding ``seed<N>/`` runs, e.g. the ``dfkd`` folder of ``bench_accuracy.py``'s work directory): Module 1
+never reads the labelled images (with ``module1.stats_target: teacher``), so one Module 1 per seed serves
+every K. Finished runs are read back. Writes ``<results>/shots-<preset>.json``, ``.csv`` (one row per
+method × K: mean, std and seeds of test Acc@1) and ``.png`` (the curve, the teacher's source-only accuracy
+as a line), with the CPU named.
+
+    python benchmarks/bench_shots.py --preset mnist-mnistm-10shot --shots 1,3,10,30 --seeds 0 \\
+        --module1 runs/bench-accuracy/mnist-mnistm-10shot/dfkd
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+METHODS = "scratch,kd,dfkd-ft,augkd"
+
+
+def run_shots(args: argparse.Namespace, shots: int, seed: int) -> dict:
+    from augkd.config import load_config
+    from augkd.training import compare
+
+    sets = [*args.set, f"data.shots_per_class={shots}", f"module1.init_from={Path(args.module1) / f'seed{seed}'}"]
+    cfg = load_config(f"configs/{args.preset}.yaml", sets)
+    return compare(cfg, args.methods.split(","), [seed], Path(args.work) / f"shots{shots}" / f"seed{seed}",
+                   resume=True)  # fmt: skip
+
+
+def plot(rows: list[dict], teacher: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r["shots"], r["acc1_mean"], r["acc1_std"]) for r in rows if r["method"] == method)
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
+                    label=method)  # fmt: skip
+    ax.axhline(teacher, color="grey", ls="--", lw=1, label="teacher (source only)")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({r["shots"] for r in rows}), [str(s) for s in sorted({r["shots"] for r in rows})])
+    ax.set_xlabel("labelled student-domain images per class")
+    ax.set_ylabel("test Acc@1 (%)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="mnist-mnistm-10shot")
+    ap.add_argument("--shots", default="1,3,10,30")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--methods", default=METHODS)
+    ap.add_argument("--module1", required=True, help="folder of seed<N>/ runs whose Module 1 is reused")
+    ap.add_argument("--set", action="append", default=[], help="extra config overrides")
+    ap.add_argument("--work", default="runs/bench-shots")
+    ap.add_argument("--results", default="benchmarks/results")
+    args = ap.parse_args()
+
+    from augkd.utils import cpu_name, git_sha
+
+    t0 = time.time()
+    acc: dict[tuple[str, int], list[float]] = {}
+    teacher = 0.0
+    for shots in [int(s) for s in args.shots.split(",")]:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            summary = run_shots(args, shots, seed)
+            teacher = 100 * summary["teacher_source_only"]["acc1"]
+            for method, m in summary["methods"].items():
+                acc.setdefault((method, shots), []).extend(100 * v for v in m["acc1_runs"])
+    rows = [{"method": m, "shots": k, "acc1_mean": statistics.fmean(v), "acc1_std": statistics.pstdev(v),
+             "seeds": len(v)} for (m, k), v in acc.items()]  # fmt: skip
+    res = Path(args.results)
+    res.mkdir(parents=True, exist_ok=True)
+    stem = res / f"shots-{args.preset}"
+    with stem.with_suffix(".csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    meta = {"preset": args.preset, "overrides": args.set, "module1": args.module1, "teacher_acc1": teacher,
+            "cpu": cpu_name(), "git_sha": git_sha(), "wall_s": time.time() - t0, "load_avg_at_end": os.getloadavg(),
+            "rows": rows, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    plot(rows, teacher, stem.with_suffix(".png"))
+    for r in rows:
+        print(f"{r['method']:<16} {r['shots']:>3} shots  {r['acc1_mean']:5.1f} ± {r['acc1_std']:.1f}  ({r['seeds']})")
+
+
+if __name__ == "__main__":
+    main()
