@@ -29,7 +29,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "BackendRunner", "bench_latency", "measure_latency", "write_latency_files"]
+__all__ = [
+    "BACKENDS",
+    "BackendRunner",
+    "bench_latency",
+    "combine_rounds",
+    "measure_latency",
+    "ort_backend",
+    "take_batch",
+    "tensorrt_backend",
+    "time_backend",
+    "time_interleaved",
+    "torch_backend",
+    "torch_threads",
+    "write_latency_files",
+]
 
 BACKENDS = ("torch", "compile", "ort", "ort-int8", "tensorrt")
 DEFAULT_BACKENDS = ("torch", "ort", "ort-int8")
@@ -239,12 +253,9 @@ def time_backend(
         stats = measure_latency(
             backend.fn, x, warmup=warmup, iters=iters, duration=duration, batch_size=b, sync=backend.sync
         )
-        note = backend.note
-        if backend.name == "compile" and stats["first_call_ms"] is not None:
-            note = f"compile + first call {stats['first_call_ms'] / 1000:.1f} s (excluded)"
         rows.append({"backend": backend.name, **{k: v for k, v in stats.items() if k != "first_call_ms"},
                      "threads": backend.threads, "provider": backend.provider, "artifact": backend.artifact,
-                     "note": note})  # fmt: skip
+                     "note": _note(backend, stats["first_call_ms"])})  # fmt: skip
         logger.info(
             "%-9s batch %3d: p50 %.3f ms, %.0f samples/s (%s)",
             backend.name,
@@ -254,6 +265,75 @@ def time_backend(
             backend.provider,
         )
     return rows
+
+
+def time_interleaved(
+    plan: Sequence[tuple[BackendRunner, Sequence[int]]],
+    images: torch.Tensor,
+    *,
+    rounds: int,
+    warmup: int,
+    iters: int,
+    duration: float | None,
+) -> list[dict[str, Any]]:
+    """Rows for each (backend, batch sizes) of ``plan``, measured in ``rounds`` interleaved rounds.
+
+    Every backend stays alive; each round times every backend × batch once (under ``torch_threads`` of the
+    backend's own thread count), so that a burst of load from other processes on a shared CPU falls into one
+    round of every cell rather than into all rounds of one cell. Each row holds the median over the rounds of
+    each statistic (:func:`combine_rounds`), the per-round p50s (``round_p50_ms``) and the keys of
+    :func:`time_backend`'s rows. Inputs are the first ``b`` of the same uint8 ``images``, prepared before timing.
+    """
+    if rounds < 1:
+        raise InputError(f"need rounds >= 1, got {rounds}")
+    inputs = [{b: backend.prepare(take_batch(images, b)) for b in batches} for backend, batches in plan]
+    per_round: list[dict[int, list[dict[str, Any]]]] = [{b: [] for b in batches} for _, batches in plan]
+    for _ in range(rounds):
+        for (backend, batches), xs, cells in zip(plan, inputs, per_round, strict=True):
+            with torch_threads(backend.threads):
+                for b in batches:
+                    cells[b].append(measure_latency(backend.fn, xs[b], warmup=warmup, iters=iters,
+                                                    duration=duration, batch_size=b, sync=backend.sync))  # fmt: skip
+    rows = []
+    for (backend, batches), cells in zip(plan, per_round, strict=True):
+        for b in batches:
+            stats = combine_rounds(cells[b])
+            note = _note(backend, stats.pop("first_call_ms"))
+            rows.append({"backend": backend.name, **stats, "threads": backend.threads, "provider": backend.provider,
+                         "artifact": backend.artifact, "note": note})  # fmt: skip
+            logger.info("%-9s %s threads, batch %3d: p50 %.3f ms (rounds %s)", backend.name, backend.threads, b,
+                        stats["p50_ms"], ", ".join(f"{v:.3f}" for v in stats["round_p50_ms"]))  # fmt: skip
+    return rows
+
+
+def combine_rounds(per_round: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`measure_latency` results of several rounds as one: each statistic's median over the rounds.
+
+    ``iters`` is the total, ``rounds`` the count, ``round_p50_ms`` the p50 of each round, ``first_call_ms``
+    the first round's.
+    """
+    import statistics
+
+    if not per_round:
+        raise InputError("combine_rounds needs at least one round")
+    keys = ("mean_ms", "std_ms", "min_ms", "p20_ms", "p50_ms", "p80_ms", "p90_ms", "p99_ms", "throughput")
+    first = per_round[0]
+    return {
+        "batch_size": first["batch_size"],
+        "iters": sum(r["iters"] for r in per_round),
+        "warmup": first["warmup"],
+        **{k: statistics.median(r[k] for r in per_round) for k in keys},
+        "rounds": len(per_round),
+        "round_p50_ms": [r["p50_ms"] for r in per_round],
+        "first_call_ms": first["first_call_ms"],
+    }
+
+
+def _note(backend: BackendRunner, first_call_ms: float | None) -> str | None:
+    """The row's note: for torch.compile, the excluded compile + first call time."""
+    if backend.name == "compile" and first_call_ms is not None:
+        return f"compile + first call {first_call_ms / 1000:.1f} s (excluded)"
+    return backend.note
 
 
 def take_batch(images: torch.Tensor, n: int) -> torch.Tensor:

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from augkd.errors import InputError
-from augkd.export.latency import measure_latency, parse_batches, parse_list
+from augkd.export.latency import (
+    BackendRunner,
+    combine_rounds,
+    measure_latency,
+    parse_batches,
+    parse_list,
+    time_interleaved,
+)
 
 pytestmark = pytest.mark.export
 
@@ -56,6 +63,51 @@ def test_measure_latency_explicit_sync_and_batch():
 def test_measure_latency_bad_arguments(kwargs):
     with pytest.raises(InputError):
         measure_latency(lambda x: None, np.zeros((1, 1)), **kwargs)
+
+
+def test_combine_rounds_takes_each_statistics_median():
+    rounds = [
+        {"batch_size": 8, "iters": n, "warmup": 2, "first_call_ms": 9.0 - i, **dict.fromkeys(_STATS, v)}
+        for i, (n, v) in enumerate([(5, 3.0), (7, 1.0), (6, 2.0)])
+    ]
+    out = combine_rounds(rounds)
+    assert out["iters"] == 18 and out["rounds"] == 3 and out["round_p50_ms"] == [3.0, 1.0, 2.0]
+    assert all(out[k] == 2.0 for k in _STATS) and out["first_call_ms"] == 9.0 and out["batch_size"] == 8
+    with pytest.raises(InputError, match="at least one round"):
+        combine_rounds([])
+
+
+_STATS = ("mean_ms", "std_ms", "min_ms", "p20_ms", "p50_ms", "p80_ms", "p90_ms", "p99_ms", "throughput")
+
+
+def test_time_interleaved_rounds_and_order():
+    """Each round times every backend × batch once, in plan order; rows follow the plan, with per-round p50s."""
+    calls: list[tuple[str, int]] = []
+    threads_seen: list[int] = []
+
+    def backend(name: str, seconds: float, threads: int) -> BackendRunner:
+        def fn(x: torch.Tensor) -> None:
+            calls.append((name, len(x)))
+            threads_seen.append(torch.get_num_threads())
+            time.sleep(seconds)
+
+        return BackendRunner(name, fn, lambda u: u.float(), f"fake {name}", threads)
+
+    images = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
+    plan = [(backend("slow", 0.004, 1), [1, 5]), (backend("fast", 0.001, 1), [2])]
+    rows = time_interleaved(plan, images, rounds=2, warmup=1, iters=3, duration=None)
+    one_round = [("slow", 1)] * 4 + [("slow", 5)] * 4 + [("fast", 2)] * 4  # 1 warm-up + 3 timed calls per cell
+    assert calls == one_round * 2  # batch 5 repeats the 3 images
+    assert set(threads_seen) == {1}  # each backend timed at its own thread count
+    assert [(r["backend"], r["batch_size"], r["rounds"], r["iters"]) for r in rows] == [
+        ("slow", 1, 2, 6),
+        ("slow", 5, 2, 6),
+        ("fast", 2, 2, 6),
+    ]
+    assert rows[0]["p50_ms"] >= 4.0 > rows[2]["p50_ms"] and len(rows[0]["round_p50_ms"]) == 2
+    assert rows[0]["provider"] == "fake slow" and rows[0]["threads"] == 1 and "first_call_ms" not in rows[0]
+    with pytest.raises(InputError, match="rounds >= 1"):
+        time_interleaved(plan, images, rounds=0, warmup=1, iters=3, duration=None)
 
 
 def test_parse_helpers():
