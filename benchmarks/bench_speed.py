@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,41 +53,34 @@ def measure(
     synthesis: str = "official",
 ) -> dict:
     from augkd.config import load_config
-    from augkd.data import load_domain
-    from augkd.evaluate import Normalize
-    from augkd.training.engine import RunContext
-    from augkd.training.pipeline import _build_nets, load_teacher, place_nets
+    from augkd.training.dist import DistSpec, make_fabric
+    from augkd.training.engine import prepare_stage
+    from augkd.training.pipeline import build_context
     from augkd.training.stages import DataFreeStage
 
     overrides = [f"train.precision={precision}", f"train.channels_last={channels_last}", f"module1.batch_size={batch}",
                  "generator.width=256", "generator.encoder_width=64", "generator.latent_dim=100",
                  "student.arch=mobilenet_v3_small", "student.kwargs={width_mult: 1.0}", "data.dataset=digits",
-                 f"train.fp32_nets=[{','.join(fp32_nets)}]", *SYNTHESIS[synthesis]]  # fmt: skip
+                 f"train.fp32_nets=[{','.join(fp32_nets)}]", f"train.device={device}",
+                 "module1.iters_per_epoch=1", *SYNTHESIS[synthesis]]  # fmt: skip
     cfg = load_config(None, overrides)
-    data = load_domain(cfg.data)
-    teacher, _ = load_teacher(cfg, data)
-    nets = _build_nets(cfg, data.num_classes)  # the config above: MobileNetV3-Small, G width 256, E width 64
     dev = torch.device(device)
-    place_nets(cfg, teacher, nets, dev)  # as a run does: device, channels_last, train.fp32_nets
-    ctx = RunContext(
-        cfg, Path("/tmp"), data, teacher, nets, dev, precision, Normalize(cfg.data.mean, cfg.data.std).to(dev)
-    )
-    stage = DataFreeStage(1)
-    stage.setup(ctx)
     times = []
-    for i in range(warmup + iters):
-        _sync(dev)
-        t0 = time.perf_counter()
-        _, generated = stage._generator_step(ctx, batch)
-        if stage.bank is not None:
-            stage._bank_steps(ctx, batch, generated)
-        else:
-            stage._student_steps(ctx, batch)
-        _sync(dev)
-        dt = time.perf_counter() - t0
-        if i >= warmup:
-            times.append(dt)
-        print(f"{precision} iter {i}: {dt:.2f}s", flush=True)
+    with tempfile.TemporaryDirectory() as run_dir:
+        # the context `augkd distill` builds: data, teacher, MobileNetV3-Small, G width 256, E width 64 on the
+        # device, channels_last and train.fp32_nets as configured, Fabric's precision
+        ctx = build_context(cfg, Path(run_dir), make_fabric(cfg.train, DistSpec()))
+        stage = DataFreeStage(warmup + iters)
+        prepare_stage(ctx, stage)
+        for i in range(warmup + iters):
+            _sync(dev)
+            t0 = time.perf_counter()
+            stage.train_epoch(ctx, i)  # one Module 1 iteration (module1.iters_per_epoch=1): G step + k steps
+            _sync(dev)
+            dt = time.perf_counter() - t0
+            if i >= warmup:
+                times.append(dt)
+            print(f"{precision} iter {i}: {dt:.2f}s", flush=True)
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     return {"synthesis": synthesis, "precision": precision, "channels_last": channels_last,
             "fp32_nets": list(fp32_nets), "batch": batch,

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,10 +35,10 @@ def main() -> None:
     import augkd.training.losses as losses_mod
     import augkd.training.stages as stages_mod
     from augkd.config import load_config
-    from augkd.data import iterate_batches, load_domain
-    from augkd.evaluate import Normalize
-    from augkd.training.engine import RunContext
-    from augkd.training.pipeline import _build_nets, load_teacher
+    from augkd.data import iterate_batches
+    from augkd.training.dist import DistSpec, make_fabric
+    from augkd.training.engine import prepare_stage
+    from augkd.training.pipeline import build_context
     from augkd.training.stages import MixupStage
 
     def labelled(name, fn):
@@ -51,20 +52,14 @@ def main() -> None:
     stages_mod.latent_mix = labelled("latent_mix", stages_mod.latent_mix)
     losses_mod.kd_loss = labelled("kd_loss", losses_mod.kd_loss)
 
-    cfg = load_config(f"configs/{args.preset}.yaml", [f"kernels.backend={args.backend}"])
-    data = load_domain(cfg.data)
-    teacher, _ = load_teacher(cfg, data)
-    nets = _build_nets(cfg, data.num_classes)
-    for n in ("student", "generator", "encoder"):
-        nets[n].to(memory_format=torch.channels_last)
-    teacher.to(memory_format=torch.channels_last)
-    from augkd.training.precision import pick_precision
-
-    precision = pick_precision(cfg.train.precision, torch.device("cpu"))
-    ctx = RunContext(cfg, Path("/tmp"), data, teacher, nets, torch.device("cpu"), precision,
-                     Normalize(cfg.data.mean, cfg.data.std), torch.Generator().manual_seed(0))  # fmt: skip
+    overrides = [f"kernels.backend={args.backend}", "train.device=cpu", "train.channels_last=true"]
+    cfg = load_config(f"configs/{args.preset}.yaml", overrides)
+    run_dir = tempfile.TemporaryDirectory()
+    # the context `augkd distill` builds (networks channels_last, train.fp32_nets, Fabric's precision)
+    ctx = build_context(cfg, Path(run_dir.name), make_fabric(cfg.train, DistSpec()))
+    data, precision = ctx.data, ctx.precision
     stage = MixupStage(10)
-    stage.setup(ctx)
+    prepare_stage(ctx, stage)
     one_batch = data.train.subset(list(range(cfg.train.batch_size)))
 
     def step() -> None:
@@ -109,6 +104,7 @@ def main() -> None:
                    "backward nodes; the student/teacher/generator networks are the rest",
            "torch": torch.__version__, "load_avg": os.getloadavg(), "machine": {"cpu": cpu_name()},
            "git_sha": git_sha(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    run_dir.cleanup()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))

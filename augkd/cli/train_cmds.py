@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -15,6 +16,7 @@ from augkd.methods import METHODS, methods_help
 COMPARE_DEFAULT = ("scratch", "kd", "dfkd", "dfkd-ft", "augkd", "augkd-no-anchor", "augkd-no-mixup")
 
 if TYPE_CHECKING:
+    from augkd.config import TeacherTrainConfig
     from augkd.training.dist import DistSpec
 
 
@@ -206,46 +208,91 @@ def compare_cmd(
     _report_summary(summary, out_dir, json_out)
 
 
+TeacherResumeOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--resume",
+        file_okay=False,
+        help="Continue the teacher run in this directory from its last completed epoch, with its own "
+        "config.yaml (-c, --set and --out are refused).",
+    ),
+]
+
+
 @cli_errors
 def teacher_cmd(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     out: OutOpt = None,
+    resume: TeacherResumeOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Train a teacher on a teacher-domain dataset (writes teacher.safetensors + JSON sidecar)."""
+    """Train a teacher on a teacher-domain dataset (writes teacher.safetensors + JSON sidecar).
+
+    Every epoch is checkpointed: --resume DIR continues a killed run. Data-parallel under ``torchrun``.
+    """
     setup_logging(verbose, quiet)
     from augkd.config import TeacherTrainConfig, load_config
     from augkd.teacher import train_teacher
+    from augkd.training.dist import global_rank, teardown
 
-    cfg = load_config(config, list(overrides or []), model=TeacherTrainConfig)
-    out_dir = out or Path("runs") / "teacher"
-    if config is None:
-        import logging
+    try:
+        if resume is not None:
+            _check_teacher_resume_args(config, overrides, out)
+            res = _with_bars(quiet, lambda prog: train_teacher(None, resume, progress=prog, resume=True))
+        else:
+            cfg = load_config(config, list(overrides or []), model=TeacherTrainConfig)
+            if config is None:
+                _say_default_teacher(cfg, bool(overrides))
+            out_dir = out or Path("runs") / "teacher"
+            res = _with_bars(quiet, lambda prog: train_teacher(cfg, out_dir, progress=prog))
+        if global_rank() != 0:
+            return
+        if json_out:
+            print_json(res)
+        else:
+            typer.echo(f"teacher: {res['teacher']} (best epoch {res['best_epoch']}, eval acc@1 {res['eval_acc1']:.4f})")
+    finally:
+        teardown()
 
-        logging.getLogger("augkd.cli").info(
-            (
-                "no -c config: training the default teacher, %s on %s for %d epochs (%s); pass -c FILE "
-                "(e.g. configs/teacher-office31.yaml) or --set to choose"
-            ),
-            cfg.model.arch,
-            cfg.data.dataset,
-            cfg.epochs,
-            "with your --set overrides" if overrides else "augkd.config.TeacherTrainConfig's defaults",
+
+def _check_teacher_resume_args(config: Path | None, overrides: list[str] | None, out: Path | None) -> None:
+    """With --resume the run keeps its own config and directory: refuse what would otherwise be ignored."""
+    from augkd.errors import ConfigError
+
+    given = [f for f, v in (("-c/--config", config), ("--set", overrides), ("--out", out)) if v]
+    if given:
+        raise ConfigError(
+            f"{given[0]} cannot be used with --resume: a resumed teacher run keeps its own RUN/config.yaml and "
+            "directory"
         )
+
+
+def _say_default_teacher(cfg: TeacherTrainConfig, overridden: bool) -> None:
+    import logging
+
+    logging.getLogger("augkd.cli").info(
+        (
+            "no -c config: training the default teacher, %s on %s for %d epochs (%s); pass -c FILE "
+            "(e.g. configs/teacher-office31.yaml) or --set to choose"
+        ),
+        cfg.model.arch,
+        cfg.data.dataset,
+        cfg.epochs,
+        "with your --set overrides" if overridden else "augkd.config.TeacherTrainConfig's defaults",
+    )
+
+
+def _with_bars(quiet: bool, train: Callable[[Any], dict]) -> dict:
+    """``train(progress)`` with rich progress bars, or ``train(None)`` when ``quiet`` or stderr is no terminal."""
     if show_progress(quiet):
         from augkd.progress import make_progress
 
         with make_progress() as prog:
-            res = train_teacher(cfg, out_dir, progress=prog)
-    else:
-        res = train_teacher(cfg, out_dir)
-    if json_out:
-        print_json(res)
-    else:
-        typer.echo(f"teacher: {res['teacher']} (best epoch {res['best_epoch']}, eval acc@1 {res['eval_acc1']:.4f})")
+            return train(prog)
+    return train(None)
 
 
 @cli_errors

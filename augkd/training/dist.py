@@ -210,18 +210,18 @@ def eval_shard(n: int, rank: int, world: int) -> torch.Tensor:
 
 
 # --- reductions -------------------------------------------------------------------------------------
-def all_reduce_sum(fabric: Fabric | None, values: list[int], device: torch.device) -> list[int]:
+def all_reduce_sum(fabric: Fabric, values: list[int], device: torch.device) -> list[int]:
     """Sum integer counts over ranks with Fabric's all-reduce (exact: int64)."""
-    if fabric is None or fabric.world_size == 1:
+    if fabric.world_size == 1:
         return values
     t = torch.tensor(values, dtype=torch.int64, device=device)
     out = fabric.all_reduce(t, reduce_op="sum")
     return [int(v) for v in out.cpu().tolist()]  # type: ignore[union-attr]
 
 
-def all_reduce_mean(fabric: Fabric | None, metrics: dict[str, float], device: torch.device) -> dict[str, float]:
+def all_reduce_mean(fabric: Fabric, metrics: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average a dict of floats over ranks (every rank must pass the same keys in the same order)."""
-    if fabric is None or fabric.world_size == 1 or not metrics:
+    if fabric.world_size == 1 or not metrics:
         return metrics
     keys = list(metrics)
     t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=device)
@@ -238,9 +238,9 @@ def any_rank(flag: bool, world: int, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
-def average_buffers(fabric: Fabric | None, net: torch.nn.Module) -> None:
+def average_buffers(fabric: Fabric, net: torch.nn.Module) -> None:
     """Average the floating-point buffers (BatchNorm running statistics) of ``net`` over ranks, in place."""
-    if fabric is None or fabric.world_size == 1:
+    if fabric.world_size == 1:
         return
     bufs = [b for b in net.buffers() if b.is_floating_point()]
     if not bufs:
@@ -255,12 +255,12 @@ def average_buffers(fabric: Fabric | None, net: torch.nn.Module) -> None:
             offset += k
 
 
-def gather_rng_states(fabric: Fabric | None, device: torch.device) -> dict[str, Any]:
+def gather_rng_states(fabric: Fabric, device: torch.device) -> dict[str, Any]:
     """Every rank's torch RNG state (CPU, and CUDA where used), gathered on all ranks."""
     states: dict[str, Any] = {"cpu": [torch.get_rng_state()]}
     if device.type == "cuda":
         states["cuda"] = [torch.cuda.get_rng_state(device)]
-    if fabric is None or fabric.world_size == 1:
+    if fabric.world_size == 1:
         return states
     out: dict[str, Any] = {}
     for key, (st,) in states.items():

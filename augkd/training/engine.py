@@ -8,7 +8,12 @@ last completed epoch ended. A NaN/inf loss raises :class:`TrainingError` and lea
 Training runs through Lightning Fabric (:mod:`augkd.training.dist`): when a stage starts, the networks it
 trains are set up with ``fabric.setup_module`` (DDP-wrapped when several processes run) and its
 optimisers with ``fabric.setup_optimizers``; frozen networks, evaluation and checkpoints use the plain
-modules. A context built without a Fabric (scripts, benchmarks) runs the same stages in one process.
+modules. Every context holds a launched Fabric (one process: a no-op launch); scripts and benchmarks build
+theirs as ``augkd distill`` does, with ``dist.make_fabric`` and ``pipeline.build_context``.
+
+``augkd teacher`` runs on the same engine (:class:`augkd.teacher.TeacherStage`): its context holds the
+``TeacherTrainConfig`` as ``cfg`` (the engine reads only ``cfg.train`` and ``cfg.data``, which both configs
+have), the network it trains as ``nets["teacher"]`` and no frozen teacher (see :mod:`augkd.teacher`).
 """
 
 from __future__ import annotations
@@ -52,9 +57,9 @@ class RunContext:
     device: torch.device
     precision: str
     student_norm: Normalize
+    fabric: Any  # a launched lightning_fabric.Fabric (dist.make_fabric), one process or several
     data_gen: torch.Generator = field(default_factory=torch.Generator)
     on_epoch_end: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
-    fabric: Any = None  # lightning_fabric.Fabric; None = plain single-process loop (benchmarks, scripts)
     # Called after every optimisation step with the step's losses averaged over ranks (floats). The
     # average is an all-reduce, so every rank must register the same callbacks; none = no extra cost.
     on_step_end: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
@@ -62,11 +67,11 @@ class RunContext:
 
     @property
     def rank(self) -> int:
-        return int(self.fabric.global_rank) if self.fabric is not None else 0
+        return int(self.fabric.global_rank)
 
     @property
     def world_size(self) -> int:
-        return int(self.fabric.world_size) if self.fabric is not None else 1
+        return int(self.fabric.world_size)
 
     @property
     def is_main(self) -> bool:
@@ -83,10 +88,7 @@ class RunContext:
 
     def backward(self, loss: torch.Tensor) -> None:
         """``fabric.backward`` (precision-aware; DDP averages the gradients of wrapped nets)."""
-        if self.fabric is not None:
-            self.fabric.backward(loss)
-        else:
-            loss.backward()
+        self.fabric.backward(loss)
 
     def batches(
         self, split: str, batch_size: int, stage: str, epoch: int, *, shuffle: bool = True, augment: bool = False,
@@ -127,12 +129,8 @@ class RunContext:
         return None if b == "auto" else b
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """Fabric's autocast (bf16 under ``bf16-mixed``, a no-op under ``32-true``); bf16 autocast without Fabric."""
-        if self.fabric is not None:
-            return self.fabric.autocast()  # type: ignore[no-any-return]
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """Fabric's autocast (bf16 under ``bf16-mixed``, a no-op under ``32-true``)."""
+        return self.fabric.autocast()  # type: ignore[no-any-return]
 
     def student_accuracy(self, split: str = "eval") -> dict[str, float]:
         """Acc@1/3/5 of the student on the whole ``split`` (sharded over ranks, hit counts all-reduced)."""
@@ -204,6 +202,7 @@ class Stage:
     trains: tuple[str, ...] = ()  # networks this stage updates (saved as the stage's checkpoints)
     selected: tuple[str, ...] | None = None  # networks restored to their best epoch at the end (default: trains)
     higher_is_better = True
+    save_nets = True  # write the trained networks to checkpoints/<stage>/ when the stage ends
 
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
@@ -408,8 +407,6 @@ def attach_stage(ctx: RunContext, stage: Stage) -> None:
     """
     ctx.trained = {}
     stage.fabric_optimizers = {}
-    if ctx.fabric is None:
-        return
     for n in stage.trains:
         ctx.trained[n] = ctx.fabric.setup_module(ctx.nets[n])
     for k, opt in stage.optimizers.items():
@@ -571,7 +568,8 @@ def _finish_stage(ctx: RunContext, stage: Stage) -> None:
     stage.finish(ctx)
     detach_stage(ctx, stage)
     if ctx.is_main:
-        save_stage_nets(ctx, stage)
+        if stage.save_nets:
+            save_stage_nets(ctx, stage)
         if ctx.cfg.train.save_images:
             stage.images(ctx, ctx.run_dir / "images")
         score = "none" if stage.best_score is None else f"{stage.best_score:.4g}"

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from augkd.checkpoint import ModelMeta, load_model, save_model
-from augkd.config import DistillConfig, config_to_dict, load_config, save_config
+from augkd.config import DataConfig, DistillConfig, config_to_dict, load_config, save_config
 from augkd.data import DomainData, load_domain
 from augkd.errors import ConfigError, InputError
 from augkd.evaluate import Normalize
@@ -109,7 +109,7 @@ def _resolve_config(
     return cfg, {}
 
 
-def _prepare_run_dir(cfg: DistillConfig, run_dir: Path, resume: bool, fabric: Any = None) -> None:
+def _prepare_run_dir(cfg: DistillConfig, run_dir: Path, resume: bool, fabric: Any) -> None:
     """Check the run directory on every rank, then let rank 0 write ``config.yaml`` (a new run)."""
     if not resume:
         state = run_dir / "checkpoints" / "state.pt"
@@ -117,28 +117,30 @@ def _prepare_run_dir(cfg: DistillConfig, run_dir: Path, resume: bool, fabric: An
             raise InputError(
                 f"run directory {str(run_dir)!r} already holds a run: pass --resume to continue it or a new --out"
             )
-    if fabric is not None:
-        fabric.barrier()  # every rank has checked before rank 0 writes anything
-    if not resume and (fabric is None or fabric.is_global_zero):
+    fabric.barrier()  # every rank has checked before rank 0 writes anything
+    if not resume and fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
 
 
-def _load_data(cfg: DistillConfig, run_dir: Path, fabric: Any) -> DomainData:
-    """Rank 0 loads (and writes ``split.json``) first; the other ranks then read the same split.
-
-    A list file's labels must lie in the teacher's classes (a bad label is reported with its line).
-    """
-    from augkd.checkpoint import peek_num_classes
-
-    nc = peek_num_classes(cfg.teacher.checkpoint)
+def load_run_data(data_cfg: DataConfig, run_dir: Path, fabric: Any, num_classes: int | None = None) -> DomainData:
+    """A run's data on every rank: rank 0 loads (and writes ``split.json``) first; the other ranks then read
+    the same split. ``num_classes``: the label range of a list file (:func:`augkd.data.load_domain`)."""
     if fabric.world_size == 1:
-        return load_domain(cfg.data, run_dir, nc)
-    data = load_domain(cfg.data, run_dir, nc) if fabric.is_global_zero else None
+        return load_domain(data_cfg, run_dir, num_classes)
+    data = load_domain(data_cfg, run_dir, num_classes) if fabric.is_global_zero else None
     fabric.barrier()
     if data is None:  # the split is a pure function of the data config; split.json is read when visible
-        data = load_domain(cfg.data, run_dir if (run_dir / "split.json").is_file() else None, nc)
+        data = load_domain(data_cfg, run_dir if (run_dir / "split.json").is_file() else None, num_classes)
     return data
+
+
+def _load_data(cfg: DistillConfig, run_dir: Path, fabric: Any) -> DomainData:
+    """:func:`load_run_data`; a list file's labels must lie in the teacher's classes (a bad label is reported
+    with its line)."""
+    from augkd.checkpoint import peek_num_classes
+
+    return load_run_data(cfg.data, run_dir, fabric, peek_num_classes(cfg.teacher.checkpoint))
 
 
 def _build_nets(cfg: DistillConfig, num_classes: int) -> dict[str, torch.nn.Module]:
@@ -199,8 +201,8 @@ def build_context(
     norm = Normalize(cfg.data.mean, cfg.data.std).to(device)
     gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # the shuffle: identical on every rank
     precision = legacy_precision(fabric_precision_name(fabric))
-    return RunContext(cfg, run_dir, data, teacher, nets, device, precision, norm, gen, list(on_epoch_end or []),
-                      fabric=fabric, on_step_end=list(on_step_end or []))  # fmt: skip
+    return RunContext(cfg, run_dir, data, teacher, nets, device, precision, norm, fabric, gen,
+                      list(on_epoch_end or []), list(on_step_end or []))  # fmt: skip
 
 
 def distill(

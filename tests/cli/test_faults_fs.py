@@ -161,7 +161,14 @@ def test_teacher_disk_full(tmp_path, monkeypatch):
     assert_one_line_error(res, str(out / "teacher.safetensors"), "no space left")
     after = snapshot(out)
     assert {k: after.get(k) for k in before} == before  # the earlier teacher intact
-    assert set(after) - set(before) == {"config.yaml", "split.json"}  # written whole at the start; no temp file
+    # config.yaml and split.json at the start, the engine's per-epoch checkpoint and metrics: whole, no temp file
+    assert set(after) - set(before) == {
+        "config.yaml",
+        "split.json",
+        "metrics.csv",
+        "checkpoints",
+        "checkpoints/state.pt",
+    }
 
 
 def test_export_disk_full(finished_run, tmp_path, monkeypatch):

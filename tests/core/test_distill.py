@@ -185,20 +185,16 @@ def test_module1_student_steps_generate_one_batch_per_step(tmp_path):
     running-statistic updates, as k separate generations), scored by the teacher in one pass."""
     import copy
 
-    from augkd.data import load_domain
-    from augkd.evaluate import Normalize
-    from augkd.training.engine import RunContext
-    from augkd.training.pipeline import _build_nets, load_teacher, place_nets
+    from augkd.training.dist import DistSpec, make_fabric
+    from augkd.training.pipeline import build_context
     from augkd.training.stages import DataFreeStage
 
-    cfg = load_config("configs/smoke.yaml", ["train.precision=fp32", "module1.student_steps=3", "module1.batch_size=8"])
-    data = load_domain(cfg.data)
-    teacher, _ = load_teacher(cfg, data)
-    nets = _build_nets(cfg, data.num_classes)
-    place_nets(cfg, teacher, nets, torch.device("cpu"))
-    ctx = RunContext(
-        cfg, tmp_path, data, teacher, nets, torch.device("cpu"), "fp32", Normalize(cfg.data.mean, cfg.data.std)
+    cfg = load_config(
+        "configs/smoke.yaml",
+        ["train.precision=fp32", "module1.student_steps=3", "module1.batch_size=8", "train.device=cpu"],
     )
+    ctx = build_context(cfg, tmp_path, make_fabric(cfg.train, DistSpec()))  # as augkd distill builds it
+    nets = ctx.nets
     stage = DataFreeStage(1)
     stage.setup(ctx)
     g_ref = copy.deepcopy(nets["generator"])
