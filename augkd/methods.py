@@ -35,12 +35,8 @@ class Method:
 
     @property
     def uses_module1(self) -> bool:
+        """Whether the method runs Module 1, and so builds G, E and the AnchorNet."""
         return "module1" in self.stages
-
-    @property
-    def needs_generative(self) -> bool:
-        """Whether the run builds G, E and the AnchorNet (every method that runs Module 1)."""
-        return self.uses_module1
 
 
 # Module 1 settings every data-free baseline sets, so that none inherits AuG-KD's own synthesis options

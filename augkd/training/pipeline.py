@@ -23,12 +23,13 @@ from augkd.config import DataConfig, DistillConfig, config_to_dict, load_config,
 from augkd.data import DomainData, load_domain
 from augkd.errors import ConfigError, InputError
 from augkd.evaluate import Normalize
+from augkd.methods import get_method
 from augkd.models import create_model
 from augkd.models.teacher import FrozenTeacher
 from augkd.training.dist import DistSpec, make_fabric, rank_seed
 from augkd.training.engine import RunContext, Stage, keep_fp32, load_stage_nets, run_stages, stage_net_path
 from augkd.training.precision import fabric_precision_name, legacy_precision
-from augkd.training.stages import DataFreeStage, MixupStage, build_stages, needs_generative
+from augkd.training.stages import DataFreeStage, MixupStage, build_stages
 from augkd.utils import (
     apply_process_settings,
     atomic_write_json,
@@ -147,7 +148,7 @@ def _build_nets(cfg: DistillConfig, num_classes: int) -> dict[str, torch.nn.Modu
     nc = num_classes
     nets: dict[str, torch.nn.Module] = {"student": create_model(cfg.student.arch, nc, **cfg.student.kwargs)}
     g = cfg.generator
-    if needs_generative(cfg.method):
+    if get_method(cfg.method).uses_module1:
         nets["generator"] = create_model(
             "augkd_generator", latent_dim=g.latent_dim, image_size=cfg.data.image_size, width=g.width
         )
@@ -393,7 +394,6 @@ def compare(
 
     With ``dist``, one Fabric (one process group) serves every run; only rank 0 writes the summaries.
     """
-    from augkd.methods import get_method
 
     try:
         specs = [get_method(m) for m in methods]

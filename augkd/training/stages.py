@@ -734,7 +734,3 @@ def build_stages(ctx_cfg: DistillConfig) -> list[Stage]:
         "finetune": lambda: SupervisedStage(c.kd.epochs, use_teacher=True, name="finetune"),
     }
     return [make[name]() for name in get_method(c.method).stages]
-
-
-def needs_generative(method: str) -> bool:
-    return get_method(method).needs_generative
