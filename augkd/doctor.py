@@ -108,16 +108,24 @@ def doctor_rows(info: dict[str, Any]) -> list[dict[str, str]]:
         ("CUDA GPU", ", ".join(info["gpus"]) if info["cuda_available"] else "no (CPU only)"),
         ("CPU bf16 (AVX-512 BF16/AMX)", "yes" if info["cpu_bf16"] else "no"),
         ("triton", info["triton"] or f"not importable ({info.get('triton_error', '')})"),
-        ("Triton kernels run", "on GPU" if info["cuda_available"] and info["triton"] else
-         "only under TRITON_INTERPRET=1 (CPU emulation); torch reference otherwise"),
+        (
+            "Triton kernels run",
+            "on GPU"
+            if info["cuda_available"] and info["triton"]
+            else "only under TRITON_INTERPRET=1 (CPU emulation); torch reference otherwise",
+        ),
         ("onnxruntime", ", ".join(f"{k} {v}" for k, v in info["onnxruntime_packages"].items()) or "not installed"),
-        ("onnxruntime flavours", "CONFLICT: both onnxruntime and onnxruntime-gpu are installed; uninstall one"
-         if info["onnxruntime_conflict"] else "ok (exactly one)"),
+        (
+            "onnxruntime flavours",
+            "CONFLICT: both onnxruntime and onnxruntime-gpu are installed; uninstall one"
+            if info["onnxruntime_conflict"]
+            else "ok (exactly one)",
+        ),
         ("ORT providers listed", ", ".join(prov["available"]) or "-"),
         ("ORT providers that load", ", ".join(prov["loaded"]) or "none"),
         ("TensorRT", info["tensorrt"] or "not installed (pip install 'augkd[tensorrt]' on a CUDA machine)"),
         ("TensorRT usable", "yes" if info["tensorrt_usable"] else "no"),
-    ]  # fmt: skip
+    ]
     for p, err in prov["errors"].items():
         rows.append((f"ORT {p}", f"does not load: {err}"))
     return [{"check": k, "result": str(v)} for k, v in rows]

@@ -40,32 +40,53 @@ class Method:
 
 
 # Module 1 settings every data-free baseline sets, so that none inherits AuG-KD's own synthesis options
-_PLAIN = {"adv_mask": False, "jitter": 0, "w_input": 0.0, "w_tv": 0.0, "w_act": 0.0, "w_contrast": 0.0,
-          "kd_tau": 1.0}  # fmt: skip
+_PLAIN = {"adv_mask": False, "jitter": 0, "w_input": 0.0, "w_tv": 0.0, "w_act": 0.0, "w_contrast": 0.0, "kd_tau": 1.0}
 
 # The data-free baselines of the paper's table, re-implemented from their papers on the one synthesiser
 # (G trained jointly with the student); docs/decisions.md says where each departs from its paper.
 _BASELINES: dict[str, tuple[str, dict[str, Any], bool]] = {
     # Yin et al. 2020: class CE + BN statistics (weight 10, per-layer sum) + TV prior, jitter before T; no
     # adversarial term (plain DeepInversion). G replaces per-batch pixel optimisation; CE to T's argmax.
-    "deepinversion": ("DeepInversion (Yin et al. 2020)",
-                      {"w_adv": 0.0, "w_ce": 1.0, "w_balance": 0.0, "w_bn": 10.0, "bn_form": "layer_sum",
-                       "w_tv": 1e-3, "jitter": 2}, False),
+    "deepinversion": (
+        "DeepInversion (Yin et al. 2020)",
+        {"w_adv": 0.0, "w_ce": 1.0, "w_balance": 0.0, "w_bn": 10.0, "bn_form": "layer_sum", "w_tv": 1e-3, "jitter": 2},
+        False,
+    ),
     # Choi et al. 2020: BN statistics + one-hot CE + class balance (20) + adversarial KL
-    "dfq": ("DFQ (Choi et al. 2020)",
-            {"w_adv": 1.0, "w_ce": 1.0, "w_balance": 20.0, "w_bn": 1.0, "bn_form": "layer_sum"}, False),
+    "dfq": (
+        "DFQ (Choi et al. 2020)",
+        {"w_adv": 1.0, "w_ce": 1.0, "w_balance": 20.0, "w_bn": 1.0, "bn_form": "layer_sum"},
+        False,
+    ),
     # Fang et al. 2021: BN + one-hot 0.5 + adversarial 0.5 + contrastive instance discrimination 0.8 against
     # a memory bank the student trains on
-    "cmi": ("CMI (Fang et al. 2021), with a memory bank",
-            {"w_adv": 0.5, "w_ce": 0.5, "w_balance": 0.0, "w_bn": 1.0, "bn_form": "layer_sum", "w_contrast": 0.8,
-             "contrast_tau": 0.1, "jitter": 2}, True),
+    "cmi": (
+        "CMI (Fang et al. 2021), with a memory bank",
+        {
+            "w_adv": 0.5,
+            "w_ce": 0.5,
+            "w_balance": 0.0,
+            "w_bn": 1.0,
+            "bn_form": "layer_sum",
+            "w_contrast": 0.8,
+            "contrast_tau": 0.1,
+            "jitter": 2,
+        },
+        True,
+    ),
     # Micaelli & Storkey 2019: adversarial KL only, 10 student steps per generator step
-    "zskt": ("ZSKT (Micaelli & Storkey 2019)",
-             {"w_adv": 1.0, "w_ce": 0.0, "w_balance": 0.0, "w_bn": 0.0, "student_steps": 10}, False),
+    "zskt": (
+        "ZSKT (Micaelli & Storkey 2019)",
+        {"w_adv": 1.0, "w_ce": 0.0, "w_balance": 0.0, "w_bn": 0.0, "student_steps": 10},
+        False,
+    ),
     # Chen et al. 2019: one-hot CE + activation (0.1) + information entropy (5), no adversarial term
-    "dafl": ("DAFL (Chen et al. 2019)",
-             {"w_adv": 0.0, "w_ce": 1.0, "w_balance": 5.0, "w_bn": 0.0, "w_act": 0.1}, False),
-}  # fmt: skip
+    "dafl": (
+        "DAFL (Chen et al. 2019)",
+        {"w_adv": 0.0, "w_ce": 1.0, "w_balance": 5.0, "w_bn": 0.0, "w_act": 0.1},
+        False,
+    ),
+}
 
 
 def _registry() -> dict[str, Method]:

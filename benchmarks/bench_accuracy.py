@@ -60,12 +60,20 @@ def main() -> None:
         per_epoch[method] = {k: statistics.fmean(v) for k, v in acc.items()}
     env = diagnose()
     cpu = cpu_name()
-    out = {**summary, "preset": args.preset, "overrides": args.set, "wall_time_per_module_s": per_module,
-           "wall_time_per_epoch_s": per_epoch,
-           "machine": {"cpu": cpu, "threads": cfg.train.threads, "gpus": env["gpus"], "cpu_bf16": env["cpu_bf16"]},
-           "torch": torch.__version__, "augkd": augkd_version(), "git_sha": git_sha(),
-           "bench_wall_s": time.time() - t0, "load_avg_at_end": os.getloadavg(),
-           "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    out = {
+        **summary,
+        "preset": args.preset,
+        "overrides": args.set,
+        "wall_time_per_module_s": per_module,
+        "wall_time_per_epoch_s": per_epoch,
+        "machine": {"cpu": cpu, "threads": cfg.train.threads, "gpus": env["gpus"], "cpu_bf16": env["cpu_bf16"]},
+        "torch": torch.__version__,
+        "augkd": augkd_version(),
+        "git_sha": git_sha(),
+        "bench_wall_s": time.time() - t0,
+        "load_avg_at_end": os.getloadavg(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     res = Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
     (res / f"accuracy-{args.preset}.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -40,14 +40,23 @@ VARIANTS: dict[str, list[str]] = {
     "bank-input-k10-e1": [*BANK_INPUT, "module1.student_steps=10", "module1.encoder_steps=1"],
     # twice the student steps per generator step: the student, not the generator, is what lags
     "bank-input-k20-e1": [*BANK_INPUT, "module1.student_steps=20", "module1.encoder_steps=1"],
-    "bank-input-k20-e1-bnmean": [*BANK_INPUT, "module1.student_steps=20", "module1.encoder_steps=1",
-                                 "module1.bn_form=layer_mean"],
+    "bank-input-k20-e1-bnmean": [
+        *BANK_INPUT,
+        "module1.student_steps=20",
+        "module1.encoder_steps=1",
+        "module1.bn_form=layer_mean",
+    ],
     # the BN and input priors matched to the teacher's statistics on the unlabelled student-domain images
-    "bank-input-k20-e1-bnmean-sd": [*BANK_INPUT, "module1.student_steps=20", "module1.encoder_steps=1",
-                                    "module1.bn_form=layer_mean", "module1.stats_target=student_domain"],
+    "bank-input-k20-e1-bnmean-sd": [
+        *BANK_INPUT,
+        "module1.student_steps=20",
+        "module1.encoder_steps=1",
+        "module1.bn_form=layer_mean",
+        "module1.stats_target=student_domain",
+    ],
     # the paper's data-free baselines (augkd.methods): each fixes its own loss weights on the same budget
     **{m: [f"method={m}"] for m in ("deepinversion", "dfq", "cmi", "zskt", "dafl")},
-}  # fmt: skip
+}
 
 
 def _method(variant: str) -> str:
@@ -83,14 +92,23 @@ def run_one(preset: str, variant: str, seed: int, extra: list[str], work: Path, 
     with (run_dir / "metrics.csv").open(newline="") as fh:
         curve = [float(r["fid_eval"]) for r in csv.DictReader(fh) if r["stage"] == "module1"]
     return {
-        "preset": preset, "variant": variant, "seed": seed, "test_acc1": s["test"]["acc1"],
-        "teacher_acc1": s["teacher_test"]["acc1"], "fid_eval": h.get("fid_eval"), "fid_gen": h.get("fid_gen"),
-        "gen_class_entropy": h.get("gen_class_entropy"), "gen_std_ratio": h.get("gen_std_ratio"),
-        "selected_epoch": h.get("selected_epoch"), "images_synthesised": h.get("images_synthesised"),
-        "module1_s": s["timings"].get("module1"), "precision": s["precision"], "method": _method(variant),
+        "preset": preset,
+        "variant": variant,
+        "seed": seed,
+        "test_acc1": s["test"]["acc1"],
+        "teacher_acc1": s["teacher_test"]["acc1"],
+        "fid_eval": h.get("fid_eval"),
+        "fid_gen": h.get("fid_gen"),
+        "gen_class_entropy": h.get("gen_class_entropy"),
+        "gen_std_ratio": h.get("gen_std_ratio"),
+        "selected_epoch": h.get("selected_epoch"),
+        "images_synthesised": h.get("images_synthesised"),
+        "module1_s": s["timings"].get("module1"),
+        "precision": s["precision"],
+        "method": _method(variant),
         "ft_test_acc1": run_finetune(preset, variant, seed, extra, run_dir) if finetune else None,
         "fid_eval_curve": curve,
-    }  # fmt: skip
+    }
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -104,8 +122,12 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, p in zip(axes[0], presets, strict=True):
         for v in dict.fromkeys(r["variant"] for r in rows if r["preset"] == p):
             for r in (r for r in rows if r["preset"] == p and r["variant"] == v):
-                ax.plot(range(1, len(r["fid_eval_curve"]) + 1), r["fid_eval_curve"], lw=1.2,
-                        label=f"{v} s{r['seed']}: test {100 * r['test_acc1']:.1f}%")  # fmt: skip
+                ax.plot(
+                    range(1, len(r["fid_eval_curve"]) + 1),
+                    r["fid_eval_curve"],
+                    lw=1.2,
+                    label=f"{v} s{r['seed']}: test {100 * r['test_acc1']:.1f}%",
+                )
         teacher = next(r["teacher_acc1"] for r in rows if r["preset"] == p)
         ax.set_title(f"{p} (teacher {100 * teacher:.1f}%)")
         ax.set_xlabel("Module 1 epoch")
@@ -134,8 +156,12 @@ def main() -> None:
     from augkd.utils import augkd_version, cpu_name, git_sha
 
     t0 = time.time()
-    rows = [run_one(p, v, int(s), args.set, Path(args.work), args.finetune) for p in args.presets.split(",")
-            for v in args.variants.split(",") for s in args.seeds.split(",")]  # fmt: skip
+    rows = [
+        run_one(p, v, int(s), args.set, Path(args.work), args.finetune)
+        for p in args.presets.split(",")
+        for v in args.variants.split(",")
+        for s in args.seeds.split(",")
+    ]
     summary: dict[str, list[dict]] = {}
     for r in rows:
         summary.setdefault(f"{r['preset']}/{r['variant']}", []).append(r)
@@ -143,9 +169,14 @@ def main() -> None:
     def stats(vals: list[float]) -> dict[str, float]:
         return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
 
-    table = {k: {**stats([r["test_acc1"] for r in v]), "module1_s": statistics.fmean(r["module1_s"] for r in v),
-                 "ft": stats([r["ft_test_acc1"] for r in v]) if v[0]["ft_test_acc1"] is not None else None}
-             for k, v in summary.items()}  # fmt: skip
+    table = {
+        k: {
+            **stats([r["test_acc1"] for r in v]),
+            "module1_s": statistics.fmean(r["module1_s"] for r in v),
+            "ft": stats([r["ft_test_acc1"] for r in v]) if v[0]["ft_test_acc1"] is not None else None,
+        }
+        for k, v in summary.items()
+    }
     tag = args.tag or args.presets.replace(",", "+")
     res = Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
@@ -154,11 +185,18 @@ def main() -> None:
         w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    out = {"rows": rows, "test_acc1": table, "variants": {v: VARIANTS[v] for v in args.variants.split(",")},
-           "extra_overrides": args.set, "machine": {"cpu": cpu_name(), "load_avg_at_end": os.getloadavg()},
-           "torch": torch.__version__, "augkd": augkd_version(), "git_sha": git_sha(),
-           "bench_wall_s": time.time() - t0,
-           "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    out = {
+        "rows": rows,
+        "test_acc1": table,
+        "variants": {v: VARIANTS[v] for v in args.variants.split(",")},
+        "extra_overrides": args.set,
+        "machine": {"cpu": cpu_name(), "load_avg_at_end": os.getloadavg()},
+        "torch": torch.__version__,
+        "augkd": augkd_version(),
+        "git_sha": git_sha(),
+        "bench_wall_s": time.time() - t0,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (res / f"datafree-{tag}.json").write_text(json.dumps(out, indent=2) + "\n")
     plot(rows, res / f"datafree-{tag}.png")
     print(f"{'setting/variant':36s} {'data-free Acc@1':>16s} {'+ fine-tuned':>14s} {'Module 1 s':>10s}  runs")

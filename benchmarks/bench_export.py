@@ -34,8 +34,18 @@ import plot
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("a", "mnv3-224", "r18-224")
 PLOTTED_METRICS = ("latency", "throughput")
-QUICK = {"models": "a", "train_steps": 30, "batches": [1, 32], "duration": 0.05, "rounds": 2, "warmup": 2,
-         "sweep_duration": 0.02, "sweep_rounds": 1, "profile_runs": 3, "compile": False}  # fmt: skip
+QUICK = {
+    "models": "a",
+    "train_steps": 30,
+    "batches": [1, 32],
+    "duration": 0.05,
+    "rounds": 2,
+    "warmup": 2,
+    "sweep_duration": 0.02,
+    "sweep_rounds": 1,
+    "profile_runs": 3,
+    "compile": False,
+}
 
 
 def _slug(text: str) -> str:
@@ -150,9 +160,15 @@ def tidy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The tidy rows (benchmarks/README.md): per model, latency and throughput per backend × threads × batch, then
     its parity and accuracy figures (x = the number of test images they were measured on)."""
     env = results["environment"]
-    common = {"mode": "inference", "device_name": env["cpu"], "torch_version": env["torch"],
-              "triton_version": env.get("triton") or "", "augkd_version": env["augkd_version"],
-              "git_sha": env["git_sha"], "timestamp": results["created"]}  # fmt: skip
+    common = {
+        "mode": "inference",
+        "device_name": env["cpu"],
+        "torch_version": env["torch"],
+        "triton_version": env.get("triton") or "",
+        "augkd_version": env["augkd_version"],
+        "git_sha": env["git_sha"],
+        "timestamp": results["created"],
+    }
     rows = []
     for name, res in results["models"].items():
         base = {**common, "op": f"export-{name.split(':')[0].strip()}"}
@@ -169,38 +185,79 @@ def tidy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             ("acc_drop_pts", "points", i8["drop_points"], "ort-int8"),
         ):
             cfg = {**extra, "accuracy_meaningful": res["acc_meaningful"]}
-            rows.append({**base, "provider": provider, "metric": metric, "unit": unit, "x_name": "samples",
-                         "x_value": par["samples"], "p50": value, "p20": value, "p80": value,
-                         "extra_config_json": json.dumps(cfg, sort_keys=True)})  # fmt: skip
+            rows.append(
+                {
+                    **base,
+                    "provider": provider,
+                    "metric": metric,
+                    "unit": unit,
+                    "x_name": "samples",
+                    "x_value": par["samples"],
+                    "p50": value,
+                    "p20": value,
+                    "p80": value,
+                    "extra_config_json": json.dumps(cfg, sort_keys=True),
+                }
+            )
     return rows
 
 
 def _latency_rows(base: dict[str, Any], extra: dict[str, Any], r: dict[str, Any]) -> list[dict[str, Any]]:
     """One latency row (ms) and one throughput row (samples/s, from the same percentiles) of a timed cell."""
     threads = r["threads"]
-    cfg = {**extra, "panel": f"{threads} thread{'s' if threads != 1 else ''}", "threads": threads,
-           "backend_provider": r["provider"], "rounds": r["rounds"], "iters": r["iters"], "p90_ms": r["p90_ms"],
-           "p99_ms": r["p99_ms"], "mean_ms": r["mean_ms"]}  # fmt: skip
-    cell = {**base, "provider": r["backend"], "x_name": "batch", "x_value": r["batch_size"],
-            "extra_config_json": json.dumps(cfg, sort_keys=True)}  # fmt: skip
+    cfg = {
+        **extra,
+        "panel": f"{threads} thread{'s' if threads != 1 else ''}",
+        "threads": threads,
+        "backend_provider": r["provider"],
+        "rounds": r["rounds"],
+        "iters": r["iters"],
+        "p90_ms": r["p90_ms"],
+        "p99_ms": r["p99_ms"],
+        "mean_ms": r["mean_ms"],
+    }
+    cell = {
+        **base,
+        "provider": r["backend"],
+        "x_name": "batch",
+        "x_value": r["batch_size"],
+        "extra_config_json": json.dumps(cfg, sort_keys=True),
+    }
     per_s = 1000.0 * r["batch_size"]
     return [
         {**cell, "metric": "latency", "unit": "ms", "p50": r["p50_ms"], "p20": r["p20_ms"], "p80": r["p80_ms"]},
-        {**cell, "metric": "throughput", "unit": "samples/s", "p50": per_s / r["p50_ms"],
-         "p20": per_s / r["p80_ms"], "p80": per_s / r["p20_ms"]},
-    ]  # fmt: skip
+        {
+            **cell,
+            "metric": "throughput",
+            "unit": "samples/s",
+            "p50": per_s / r["p50_ms"],
+            "p20": per_s / r["p80_ms"],
+            "p80": per_s / r["p20_ms"],
+        },
+    ]
 
 
 def _markdown(results: dict[str, Any], files: dict[str, Path]) -> str:
     env, s = results["environment"], results["settings"]
-    lines = [f"# Export benchmark ({results['created']})", "",
-             f"- CPU: {env['cpu']}, {env['physical_cores']} physical cores, shared with other users; GPU: "
-             f"{env.get('gpu') or 'none'}. torch {env['torch']}, onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, "
-             f"augkd {env['augkd_version']} (git {env['git_sha']}).",
-             f"- threads {s['threads']} for torch and ONNX Runtime; {s['rounds']} interleaved rounds of "
-             f"{s['duration']} s per cell, median of the rounds' statistics; {s['warmup']} warm-up calls per cell.",
-             f"- command: `{results['command']}`", "", "## Targets", "",
-             "| model | target | measured | met |", "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Export benchmark ({results['created']})",
+        "",
+        (
+            f"- CPU: {env['cpu']}, {env['physical_cores']} physical cores, shared with other users; GPU: "
+            f"{env.get('gpu') or 'none'}. torch {env['torch']}, onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, "
+            f"augkd {env['augkd_version']} (git {env['git_sha']})."
+        ),
+        (
+            f"- threads {s['threads']} for torch and ONNX Runtime; {s['rounds']} interleaved rounds of "
+            f"{s['duration']} s per cell, median of the rounds' statistics; {s['warmup']} warm-up calls per cell."
+        ),
+        f"- command: `{results['command']}`",
+        "",
+        "## Targets",
+        "",
+        "| model | target | measured | met |",
+        "|---|---|---|---|",
+    ]
     for t in results["targets"]:
         lines.append(f"| {t['model']} | {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
     for name, res in results["models"].items():
@@ -330,10 +387,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     threads = args.threads or physical_cores()
     args.work.mkdir(parents=True, exist_ok=True)
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-    results: dict[str, Any] = {"created": now_iso(), "command": " ".join(["benchmarks/bench_export.py", *sys.argv[1:]]),
-                               "environment": environment_info(), "models": {}, "notes": [],
-                               "settings": {"threads": threads, "batches": args.batches, "duration": args.duration,
-                                            "rounds": args.rounds, "warmup": args.warmup}}  # fmt: skip
+    results: dict[str, Any] = {
+        "created": now_iso(),
+        "command": " ".join(["benchmarks/bench_export.py", *sys.argv[1:]]),
+        "environment": environment_info(),
+        "models": {},
+        "notes": [],
+        "settings": {
+            "threads": threads,
+            "batches": args.batches,
+            "duration": args.duration,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+        },
+    }
     if "a" in wanted:
         _model_a(args, threads, results)
     for key, arch in (("mnv3-224", "mobilenet_v3_small"), ("r18-224", "resnet18")):

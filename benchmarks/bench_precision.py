@@ -51,8 +51,16 @@ def measure(label: str, name: str, nc: int, kwargs: dict, batch: int, reps: int,
             if i >= warmup:
                 times[prec].append(dt)
     med = {p: statistics.median(v) * 1e3 for p, v in times.items()}
-    return {"net": label, "arch": name, "kwargs": kwargs, "batch": batch, "fp32_ms": med["fp32"],
-            "bf16_ms": med["bf16"], "faster": min(med, key=med.get), "reps": reps}  # fmt: skip
+    return {
+        "net": label,
+        "arch": name,
+        "kwargs": kwargs,
+        "batch": batch,
+        "fp32_ms": med["fp32"],
+        "bf16_ms": med["bf16"],
+        "faster": min(med, key=med.get),
+        "reps": reps,
+    }
 
 
 def main() -> None:
@@ -67,10 +75,18 @@ def main() -> None:
     rows = [measure(*n, reps=args.reps, warmup=args.warmup) for n in NETS]
     from augkd.utils import augkd_version, cpu_name, git_sha
 
-    result = {"benchmark": "train_step_precision", "rows": rows, "device": cpu_name(), "threads": args.threads,
-              "torch": torch.__version__, "augkd": augkd_version(), "git_sha": git_sha(),
-              "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
-              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    result = {
+        "benchmark": "train_step_precision",
+        "rows": rows,
+        "device": cpu_name(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "augkd": augkd_version(),
+        "git_sha": git_sha(),
+        "load_avg_before": load_before,
+        "load_avg_after": os.getloadavg(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:

@@ -43,8 +43,25 @@ from pathlib import Path
 import torch
 
 PRESET = "configs/svhn-mnist-10shot.yaml"
-FIELDS = ["op", "provider", "mode", "metric", "unit", "x_name", "x_value", "p50", "p20", "p80", "extra_config_json",
-          "device_name", "torch_version", "triton_version", "augkd_version", "git_sha", "timestamp"]  # fmt: skip
+FIELDS = [
+    "op",
+    "provider",
+    "mode",
+    "metric",
+    "unit",
+    "x_name",
+    "x_value",
+    "p50",
+    "p20",
+    "p80",
+    "extra_config_json",
+    "device_name",
+    "torch_version",
+    "triton_version",
+    "augkd_version",
+    "git_sha",
+    "timestamp",
+]
 
 
 # --- one rank ---------------------------------------------------------------------------------------
@@ -55,9 +72,16 @@ def _context(args: argparse.Namespace):
     from augkd.training.pipeline import build_context
 
     precision = "bf16" if args.accelerator == "cuda" else "fp32"
-    overrides = ["data.shots_per_class=null", f"train.device={args.accelerator}", f"train.precision={precision}",
-                 "train.threads=1", f"module1.batch_size={args.m1_batch}", f"train.batch_size={args.m3_batch}",
-                 "train.save_images=false", "train.seed=0"]  # fmt: skip
+    overrides = [
+        "data.shots_per_class=null",
+        f"train.device={args.accelerator}",
+        f"train.precision={precision}",
+        "train.threads=1",
+        f"module1.batch_size={args.m1_batch}",
+        f"train.batch_size={args.m3_batch}",
+        "train.save_images=false",
+        "train.seed=0",
+    ]
     cfg = load_config(PRESET, overrides)
     fabric = make_fabric(cfg.train, DistSpec())
     if args.accelerator == "cpu":
@@ -111,8 +135,15 @@ def worker(args: argparse.Namespace) -> None:
         dev = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else _cpu_name()
         backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
         prec = str(getattr(ctx.fabric.strategy.precision, "precision", "?"))
-        res = {"world_size": world, "device": dev, "backend": backend, "precision": prec, "modules": out,
-               "student": ctx.cfg.student.arch, "teacher": ctx.cfg.teacher.checkpoint}  # fmt: skip
+        res = {
+            "world_size": world,
+            "device": dev,
+            "backend": backend,
+            "precision": prec,
+            "modules": out,
+            "student": ctx.cfg.student.arch,
+            "teacher": ctx.cfg.teacher.checkpoint,
+        }
         Path(args.json).write_text(json.dumps(res))
 
 
@@ -130,9 +161,26 @@ def _free_port() -> int:
 
 
 def _worker_args(args: argparse.Namespace, js: Path) -> list[str]:
-    return [__file__, "--worker", "--json", str(js), "--run-dir", str(js.parent), "--accelerator", args.accelerator,
-            "--iters", str(args.iters), "--warmup", str(args.warmup), "--m1-batch", str(args.m1_batch),
-            "--m3-batch", str(args.m3_batch), "--m3-steps", str(args.m3_steps)]  # fmt: skip
+    return [
+        __file__,
+        "--worker",
+        "--json",
+        str(js),
+        "--run-dir",
+        str(js.parent),
+        "--accelerator",
+        args.accelerator,
+        "--iters",
+        str(args.iters),
+        "--warmup",
+        str(args.warmup),
+        "--m1-batch",
+        str(args.m1_batch),
+        "--m3-batch",
+        str(args.m3_batch),
+        "--m3-steps",
+        str(args.m3_steps),
+    ]
 
 
 def _env(args: argparse.Namespace) -> dict[str, str]:
@@ -147,8 +195,18 @@ def run_world(n: int, args: argparse.Namespace) -> dict:
     """One DDP run with ``n`` processes under torchrun."""
     with tempfile.TemporaryDirectory() as tmp:
         js = Path(tmp) / "res.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n), "--master-addr", "127.0.0.1",
-               "--master-port", str(_free_port()), *_worker_args(args, js)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(n),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(_free_port()),
+            *_worker_args(args, js),
+        ]
         load0 = os.getloadavg()
         p = subprocess.run(cmd, env=_env(args), capture_output=True, text=True, check=False)
         if p.returncode != 0:
@@ -165,8 +223,16 @@ def run_independent(n: int, args: argparse.Namespace) -> dict:
         for js in paths:
             js.parent.mkdir()
         load0 = os.getloadavg()
-        procs = [subprocess.Popen([sys.executable, *_worker_args(args, js)], env=_env(args), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for js in paths]  # fmt: skip
+        procs = [
+            subprocess.Popen(
+                [sys.executable, *_worker_args(args, js)],
+                env=_env(args),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for js in paths
+        ]
         for p in procs:
             _, err = p.communicate()
             if p.returncode != 0:
@@ -198,10 +264,22 @@ def rows_of(res: dict, meta: dict) -> list[dict]:
             "threads_per_process": 1 if "cpu" in meta["provider"] else None,
             "load_avg_start_end": [res["load_avg"]["start"][0], res["load_avg"]["end"][0]],
         }
-        rows.append({"op": op, "provider": meta["provider"], "mode": "train", "metric": "throughput",
-                     "unit": "samples/s", "x_name": "processes", "x_value": res["world_size"],
-                     "p50": statistics.median(rates), "p20": q[1], "p80": q[7],
-                     "extra_config_json": json.dumps(extra, sort_keys=True), **meta["env"]})  # fmt: skip
+        rows.append(
+            {
+                "op": op,
+                "provider": meta["provider"],
+                "mode": "train",
+                "metric": "throughput",
+                "unit": "samples/s",
+                "x_name": "processes",
+                "x_value": res["world_size"],
+                "p50": statistics.median(rates),
+                "p20": q[1],
+                "p80": q[7],
+                "extra_config_json": json.dumps(extra, sort_keys=True),
+                **meta["env"],
+            }
+        )
     return rows
 
 

@@ -31,8 +31,7 @@ def run_shots(args: argparse.Namespace, shots: int, seed: int) -> dict:
 
     sets = [*args.set, f"data.shots_per_class={shots}", f"module1.init_from={Path(args.module1) / f'seed{seed}'}"]
     cfg = load_config(f"configs/{args.preset}.yaml", sets)
-    return compare(cfg, args.methods.split(","), [seed], Path(args.work) / f"shots{shots}" / f"seed{seed}",
-                   resume=True)  # fmt: skip
+    return compare(cfg, args.methods.split(","), [seed], Path(args.work) / f"shots{shots}" / f"seed{seed}", resume=True)
 
 
 def plot(rows: list[dict], teacher: float, path: Path) -> None:
@@ -44,8 +43,9 @@ def plot(rows: list[dict], teacher: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r["shots"], r["acc1_mean"], r["acc1_std"]) for r in rows if r["method"] == method)
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
-                    label=method)  # fmt: skip
+        ax.errorbar(
+            [p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3, label=method
+        )
     ax.axhline(teacher, color="grey", ls="--", lw=1, label="teacher (source only)")
     ax.set_xscale("log")
     ax.set_xticks(sorted({r["shots"] for r in rows}), [str(s) for s in sorted({r["shots"] for r in rows})])
@@ -81,8 +81,10 @@ def main() -> None:
             teacher = 100 * summary["teacher_source_only"]["acc1"]
             for method, m in summary["methods"].items():
                 acc.setdefault((method, shots), []).extend(100 * v for v in m["acc1_runs"])
-    rows = [{"method": m, "shots": k, "acc1_mean": statistics.fmean(v), "acc1_std": statistics.pstdev(v),
-             "seeds": len(v)} for (m, k), v in acc.items()]  # fmt: skip
+    rows = [
+        {"method": m, "shots": k, "acc1_mean": statistics.fmean(v), "acc1_std": statistics.pstdev(v), "seeds": len(v)}
+        for (m, k), v in acc.items()
+    ]
     res = Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
     stem = res / f"shots-{args.preset}"
@@ -90,9 +92,18 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    meta = {"preset": args.preset, "overrides": args.set, "module1": args.module1, "teacher_acc1": teacher,
-            "cpu": cpu_name(), "git_sha": git_sha(), "wall_s": time.time() - t0, "load_avg_at_end": os.getloadavg(),
-            "rows": rows, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    meta = {
+        "preset": args.preset,
+        "overrides": args.set,
+        "module1": args.module1,
+        "teacher_acc1": teacher,
+        "cpu": cpu_name(),
+        "git_sha": git_sha(),
+        "wall_s": time.time() - t0,
+        "load_avg_at_end": os.getloadavg(),
+        "rows": rows,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     plot(rows, teacher, stem.with_suffix(".png"))
     for r in rows:

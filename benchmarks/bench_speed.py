@@ -58,11 +58,21 @@ def measure(
     from augkd.training.pipeline import build_context
     from augkd.training.stages import DataFreeStage
 
-    overrides = [f"train.precision={precision}", f"train.channels_last={channels_last}", f"module1.batch_size={batch}",
-                 "generator.width=256", "generator.encoder_width=64", "generator.latent_dim=100",
-                 "student.arch=mobilenet_v3_small", "student.kwargs={width_mult: 1.0}", "data.dataset=digits",
-                 f"train.fp32_nets=[{','.join(fp32_nets)}]", f"train.device={device}",
-                 "module1.iters_per_epoch=1", *SYNTHESIS[synthesis]]  # fmt: skip
+    overrides = [
+        f"train.precision={precision}",
+        f"train.channels_last={channels_last}",
+        f"module1.batch_size={batch}",
+        "generator.width=256",
+        "generator.encoder_width=64",
+        "generator.latent_dim=100",
+        "student.arch=mobilenet_v3_small",
+        "student.kwargs={width_mult: 1.0}",
+        "data.dataset=digits",
+        f"train.fp32_nets=[{','.join(fp32_nets)}]",
+        f"train.device={device}",
+        "module1.iters_per_epoch=1",
+        *SYNTHESIS[synthesis],
+    ]
     cfg = load_config(None, overrides)
     dev = torch.device(device)
     times = []
@@ -82,11 +92,20 @@ def measure(
                 times.append(dt)
             print(f"{precision} iter {i}: {dt:.2f}s", flush=True)
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
-    return {"synthesis": synthesis, "precision": precision, "channels_last": channels_last,
-            "fp32_nets": list(fp32_nets), "batch": batch,
-            "iters": iters, "warmup": warmup,
-            "median_s": statistics.median(times), "p20_s": q[1], "p80_s": q[7], "times_s": times,
-            "speedup_vs_official": OFFICIAL_S_PER_ITER / statistics.median(times)}  # fmt: skip
+    return {
+        "synthesis": synthesis,
+        "precision": precision,
+        "channels_last": channels_last,
+        "fp32_nets": list(fp32_nets),
+        "batch": batch,
+        "iters": iters,
+        "warmup": warmup,
+        "median_s": statistics.median(times),
+        "p20_s": q[1],
+        "p80_s": q[7],
+        "times_s": times,
+        "speedup_vs_official": OFFICIAL_S_PER_ITER / statistics.median(times),
+    }
 
 
 def main() -> None:
@@ -127,12 +146,20 @@ def main() -> None:
     if args.out is None:
         args.out = f"benchmarks/results/speed-module1-{device_slug(args.device)}.json"
 
-    result = {"benchmark": "module1_iteration", "official_reference_s": OFFICIAL_S_PER_ITER,
-              "official_references": OFFICIAL_REFERENCES, "rows": rows,
-              "device": device_name, "threads": args.threads, "malloc": "keep" if malloc_kept else "system",
-              "torch": torch.__version__,
-              "augkd": augkd_version(), "git_sha": git_sha(), "load_avg_at_end": os.getloadavg(),
-              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    result = {
+        "benchmark": "module1_iteration",
+        "official_reference_s": OFFICIAL_S_PER_ITER,
+        "official_references": OFFICIAL_REFERENCES,
+        "rows": rows,
+        "device": device_name,
+        "threads": args.threads,
+        "malloc": "keep" if malloc_kept else "system",
+        "torch": torch.__version__,
+        "augkd": augkd_version(),
+        "git_sha": git_sha(),
+        "load_avg_at_end": os.getloadavg(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:

@@ -14,29 +14,45 @@ import argparse
 import json
 from pathlib import Path
 
-NAMES = {"official": "AuG-KD Module 1, official", "bank-input-k10": "augkd: bank + prior, k=10",
-         "bank-input-k20-e1": "augkd: bank + prior, k=20, 1 E step",
-         "bank-input-k10-bnmean": "augkd: bank + prior, k=10, BN layer mean",
-         "bank-input-k20-e1-bnmean": "augkd: bank + prior, k=20, 1 E step, BN layer mean",
-         "bank-input-k20-e1-bnmean-sd": "augkd: as above, student-domain statistics",
-         "deepinversion": "DeepInversion", "dfq": "DFQ", "cmi": "CMI", "zskt": "ZSKT", "dafl": "DAFL"}  # fmt: skip
+NAMES = {
+    "official": "AuG-KD Module 1, official",
+    "bank-input-k10": "augkd: bank + prior, k=10",
+    "bank-input-k20-e1": "augkd: bank + prior, k=20, 1 E step",
+    "bank-input-k10-bnmean": "augkd: bank + prior, k=10, BN layer mean",
+    "bank-input-k20-e1-bnmean": "augkd: bank + prior, k=20, 1 E step, BN layer mean",
+    "bank-input-k20-e1-bnmean-sd": "augkd: as above, student-domain statistics",
+    "deepinversion": "DeepInversion",
+    "dfq": "DFQ",
+    "cmi": "CMI",
+    "zskt": "ZSKT",
+    "dafl": "DAFL",
+}
 
 
 def table(files: list[Path]) -> str:
-    lines = ["| setting | method (variant) | data-free Acc@1 | + fine-tuned | Module 1 s | images | fidelity (eval) "
-             "| teacher |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        (
+            "| setting | method (variant) | data-free Acc@1 | + fine-tuned | Module 1 s | images | fidelity (eval) "
+            "| teacher |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
     notes = []
     for f in files:
         d = json.loads(f.read_text())
         for r in d["rows"]:
             ft = f"{100 * r['ft_test_acc1']:.1f}" if r.get("ft_test_acc1") is not None else "-"
-            lines.append(f"| {r['preset']} | {NAMES.get(r['variant'], r['variant'])} (`{r['variant']}`) "
-                         f"| {100 * r['test_acc1']:.1f} | {ft} | {r['module1_s']:.0f} | {r['images_synthesised']:,} "
-                         f"| {r['fid_eval']:.3f} | {100 * r['teacher_acc1']:.1f} |")  # fmt: skip
+            lines.append(
+                f"| {r['preset']} | {NAMES.get(r['variant'], r['variant'])} (`{r['variant']}`) "
+                f"| {100 * r['test_acc1']:.1f} | {ft} | {r['module1_s']:.0f} | {r['images_synthesised']:,} "
+                f"| {r['fid_eval']:.3f} | {100 * r['teacher_acc1']:.1f} |"
+            )
         la = d["machine"].get("load_avg_at_end")
-        notes.append(f"- `{f.name}`: {d['machine']['cpu']}, torch {d['torch']}, seed(s) "
-                     f"{sorted({r['seed'] for r in d['rows']})}, load average at the end {la[0]:.1f}; "
-                     f"overrides {' '.join(d['extra_overrides']) or '-'}")  # fmt: skip
+        notes.append(
+            f"- `{f.name}`: {d['machine']['cpu']}, torch {d['torch']}, seed(s) "
+            f"{sorted({r['seed'] for r in d['rows']})}, load average at the end {la[0]:.1f}; "
+            f"overrides {' '.join(d['extra_overrides']) or '-'}"
+        )
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 

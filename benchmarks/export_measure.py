@@ -119,9 +119,18 @@ def random_224(arch: str, path: Path, **kwargs: Any) -> Path:
 # ---------------------------------------------------------------------------------------------------------------
 # latency: interleaved rounds, same images, same threads (the library's harness)
 # ---------------------------------------------------------------------------------------------------------------
-def time_model(src: Any, ev: Any, artifacts: dict[str, Path], backends: list[str], batches: list[int], threads: int,
-               duration: float, rounds: int, warmup: int,
-               single_thread: tuple[str, ...] = ("torch", "ort")) -> list[dict[str, Any]]:  # fmt: skip
+def time_model(
+    src: Any,
+    ev: Any,
+    artifacts: dict[str, Path],
+    backends: list[str],
+    batches: list[int],
+    threads: int,
+    duration: float,
+    rounds: int,
+    warmup: int,
+    single_thread: tuple[str, ...] = ("torch", "ort"),
+) -> list[dict[str, Any]]:
     """Rows (backend × threads × batch) from ``rounds`` interleaved rounds of the library's harness.
 
     ``single_thread`` backends are also timed with 1 thread at the smallest and largest batch: a
@@ -159,8 +168,16 @@ SWEEP = [  # name, quantize_ort_int8 kwargs, session kwargs
 ]
 
 
-def int8_sweep(ev: Any, fp32_path: Path, work: Path, threads: int, duration: float, rounds: int,
-               labels: torch.Tensor, images: torch.Tensor) -> list[dict[str, Any]]:  # fmt: skip
+def int8_sweep(
+    ev: Any,
+    fp32_path: Path,
+    work: Path,
+    threads: int,
+    duration: float,
+    rounds: int,
+    labels: torch.Tensor,
+    images: torch.Tensor,
+) -> list[dict[str, Any]]:
     """Accuracy and b1/b32 latency of each int8 variant next to fp32 (all timed in the same interleaved rounds).
 
     The speed-up is the median over rounds of (fp32 p50 / variant p50) within each round.
@@ -184,10 +201,18 @@ def int8_sweep(ev: Any, fp32_path: Path, work: Path, threads: int, duration: flo
     for name, path, info, skw in variants:
         runner = OrtRunner(path, skw.get("threads", threads), "cpu", skw.get("opt_level", "all"))
         acc = accuracy(run_batched(runner, x_test), labels)
-        rows.append({"variant": name, "acc1": acc, "threads": runner.threads, "opt_level": skw.get("opt_level", "all"),
-                     "quantized_ops": info.get("quantized_ops"), "float_ops": info.get("float_ops"),
-                     "q_dq_nodes": (info.get("quantize_linear", 0), info.get("dequantize_linear", 0)),
-                     "file_kib": path.stat().st_size / 1024})  # fmt: skip
+        rows.append(
+            {
+                "variant": name,
+                "acc1": acc,
+                "threads": runner.threads,
+                "opt_level": skw.get("opt_level", "all"),
+                "quantized_ops": info.get("quantized_ops"),
+                "float_ops": info.get("float_ops"),
+                "q_dq_nodes": (info.get("quantize_linear", 0), info.get("dequantize_linear", 0)),
+                "file_kib": path.stat().st_size / 1024,
+            }
+        )
         prepare = functools.partial(runner.prepare, normalize=ev.normalize)
         plan.append((BackendRunner(name, runner, prepare, runner.provider, runner.threads), (1, 32)))
     # Interleaved rounds: every variant (fp32 included) is timed once per round, so each round's ratios
@@ -275,15 +300,24 @@ def measure_model(
     latency = time_model(src, ev, artifacts, backends, args.batches, threads, args.duration, args.rounds, args.warmup)
     onnx_art, i8 = report.artifact("onnx"), report.artifact("ort-int8")
     return {
-        "label": label, "checkpoint": str(ckpt), "acc_meaningful": acc_meaningful,
+        "label": label,
+        "checkpoint": str(ckpt),
+        "acc_meaningful": acc_meaningful,
         "data_origin": f"{ev.test_split}-split images of {ev.dataset} at {src.meta.input_size}px ({ev.origin})",
-        "parity": onnx_art.parity.model_dump(), "torch_acc1": report.model["torch_acc1"],
-        "onnx_acc1": onnx_art.accuracy.acc1, "int8": i8.accuracy.model_dump(),
-        "int8_parity": i8.parity.model_dump(), "int8_ops": i8.details["quantization"]["quantized_ops"],
-        "int8_settings": {k: i8.details["quantization"][k] for k in ("calibration_method", "format", "activation_type",
-                                                                      "per_channel", "calibration_samples")},
+        "parity": onnx_art.parity.model_dump(),
+        "torch_acc1": report.model["torch_acc1"],
+        "onnx_acc1": onnx_art.accuracy.acc1,
+        "int8": i8.accuracy.model_dump(),
+        "int8_parity": i8.parity.model_dump(),
+        "int8_ops": i8.details["quantization"]["quantized_ops"],
+        "int8_settings": {
+            k: i8.details["quantization"][k]
+            for k in ("calibration_method", "format", "activation_type", "per_channel", "calibration_samples")
+        },
         "onnx": {k: report.onnx[k] for k in ("exporter", "fallback_reason", "opset", "nodes_exported", "nodes_final")},
         "model": {k: report.model[k] for k in ("arch", "model_kwargs", "input_size", "parameters", "macs")},
-        "latency": latency, "load_avg_1m_before": load_before, "load_avg_1m_after": os.getloadavg()[0],
+        "latency": latency,
+        "load_avg_1m_before": load_before,
+        "load_avg_1m_after": os.getloadavg()[0],
         "export_failures": report.failures,
-    }  # fmt: skip
+    }

@@ -69,13 +69,25 @@ def merge(docs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             }
     first = docs[0]
     return {
-        "teacher_source_only": first["teacher_source_only"], "methods": methods, "preset": first["preset"],
-        **wall, "machine": first["machine"], "torch": first["torch"],
+        "teacher_source_only": first["teacher_source_only"],
+        "methods": methods,
+        "preset": first["preset"],
+        **wall,
+        "machine": first["machine"],
+        "torch": first["torch"],
         "augkd": first["augkd"],
-        "parts": [{"file": name, "seeds": sorted({s for r in d["methods"].values() for s in r["seeds"]}),
-                   "git_sha": d["git_sha"], "overrides": d["overrides"], "timestamp": d["timestamp"],
-                   "load_avg_at_end": d.get("load_avg_at_end")} for name, d in zip(names, docs, strict=True)],
-    }  # fmt: skip
+        "parts": [
+            {
+                "file": name,
+                "seeds": sorted({s for r in d["methods"].values() for s in r["seeds"]}),
+                "git_sha": d["git_sha"],
+                "overrides": d["overrides"],
+                "timestamp": d["timestamp"],
+                "load_avg_at_end": d.get("load_avg_at_end"),
+            }
+            for name, d in zip(names, docs, strict=True)
+        ],
+    }
 
 
 def select(doc: dict[str, Any], methods: list[str], name: str) -> dict[str, Any]:

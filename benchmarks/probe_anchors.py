@@ -99,9 +99,16 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    meta = {"preset": args.preset, "module1": str(args.module1), "cpu": cpu_name(), "git_sha": git_sha(),
-            "wall_s": time.time() - t0, "load_avg_at_end": os.getloadavg(), "rows": rows,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    meta = {
+        "preset": args.preset,
+        "module1": str(args.module1),
+        "cpu": cpu_name(),
+        "git_sha": git_sha(),
+        "wall_s": time.time() - t0,
+        "load_avg_at_end": os.getloadavg(),
+        "rows": rows,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     plot(rows, stem.with_suffix(".png"))
     for r in rows:

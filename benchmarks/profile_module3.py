@@ -96,14 +96,26 @@ def main() -> None:
     _ = iterate_batches
     from augkd.utils import cpu_name, git_sha
 
-    res = {"preset": args.preset, "backend": args.backend, "precision": precision, "threads": args.threads,
-           "batch": cfg.train.batch_size, "step_ms_median": statistics.median(times),
-           "ops_ms_median": statistics.median(op_ms),
-           "ops_share": statistics.median(op_ms) / statistics.median(times), "steps": args.steps,
-           "note": "ops = latent_mix + 2 fused_mixup + kd_loss forward (record_function ranges) + softmax-family "
-                   "backward nodes; the student/teacher/generator networks are the rest",
-           "torch": torch.__version__, "load_avg": os.getloadavg(), "machine": {"cpu": cpu_name()},
-           "git_sha": git_sha(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    res = {
+        "preset": args.preset,
+        "backend": args.backend,
+        "precision": precision,
+        "threads": args.threads,
+        "batch": cfg.train.batch_size,
+        "step_ms_median": statistics.median(times),
+        "ops_ms_median": statistics.median(op_ms),
+        "ops_share": statistics.median(op_ms) / statistics.median(times),
+        "steps": args.steps,
+        "note": (
+            "ops = latent_mix + 2 fused_mixup + kd_loss forward (record_function ranges) + softmax-family "
+            "backward nodes; the student/teacher/generator networks are the rest"
+        ),
+        "torch": torch.__version__,
+        "load_avg": os.getloadavg(),
+        "machine": {"cpu": cpu_name()},
+        "git_sha": git_sha(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     run_dir.cleanup()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

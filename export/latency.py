@@ -253,9 +253,16 @@ def time_backend(
         stats = measure_latency(
             backend.fn, x, warmup=warmup, iters=iters, duration=duration, batch_size=b, sync=backend.sync
         )
-        rows.append({"backend": backend.name, **{k: v for k, v in stats.items() if k != "first_call_ms"},
-                     "threads": backend.threads, "provider": backend.provider, "artifact": backend.artifact,
-                     "note": _note(backend, stats["first_call_ms"])})  # fmt: skip
+        rows.append(
+            {
+                "backend": backend.name,
+                **{k: v for k, v in stats.items() if k != "first_call_ms"},
+                "threads": backend.threads,
+                "provider": backend.provider,
+                "artifact": backend.artifact,
+                "note": _note(backend, stats["first_call_ms"]),
+            }
+        )
         logger.info(
             "%-9s batch %3d: p50 %.3f ms, %.0f samples/s (%s)",
             backend.name,
@@ -292,17 +299,40 @@ def time_interleaved(
         for (backend, batches), xs, cells in zip(plan, inputs, per_round, strict=True):
             with torch_threads(backend.threads):
                 for b in batches:
-                    cells[b].append(measure_latency(backend.fn, xs[b], warmup=warmup, iters=iters,
-                                                    duration=duration, batch_size=b, sync=backend.sync))  # fmt: skip
+                    cells[b].append(
+                        measure_latency(
+                            backend.fn,
+                            xs[b],
+                            warmup=warmup,
+                            iters=iters,
+                            duration=duration,
+                            batch_size=b,
+                            sync=backend.sync,
+                        )
+                    )
     rows = []
     for (backend, batches), cells in zip(plan, per_round, strict=True):
         for b in batches:
             stats = combine_rounds(cells[b])
             note = _note(backend, stats.pop("first_call_ms"))
-            rows.append({"backend": backend.name, **stats, "threads": backend.threads, "provider": backend.provider,
-                         "artifact": backend.artifact, "note": note})  # fmt: skip
-            logger.info("%-9s %s threads, batch %3d: p50 %.3f ms (rounds %s)", backend.name, backend.threads, b,
-                        stats["p50_ms"], ", ".join(f"{v:.3f}" for v in stats["round_p50_ms"]))  # fmt: skip
+            rows.append(
+                {
+                    "backend": backend.name,
+                    **stats,
+                    "threads": backend.threads,
+                    "provider": backend.provider,
+                    "artifact": backend.artifact,
+                    "note": note,
+                }
+            )
+            logger.info(
+                "%-9s %s threads, batch %3d: p50 %.3f ms (rounds %s)",
+                backend.name,
+                backend.threads,
+                b,
+                stats["p50_ms"],
+                ", ".join(f"{v:.3f}" for v in stats["round_p50_ms"]),
+            )
     return rows
 
 

@@ -111,10 +111,17 @@ def _export_dynamo(module: nn.Module, example: torch.Tensor, opset: int, output_
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[output_name], dynamic_shapes=({0: batch},), external_data=False, verbose=False,
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[output_name],
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+            verbose=False,
             optimize=True,
-        )  # fmt: skip
+        )
     if program is None:
         raise ExportError("the dynamo exporter returned no program")
     return program.model_proto
@@ -289,9 +296,16 @@ def _export_first_that_works(
     return proto, used, reasons[0] if reasons else None
 
 
-def _graph_metadata(used: str, input_size: int, in_chans: int, with_preprocessing: bool, output_name: str,
-                    class_names: list[str] | None, mean_c: list[float] | None,
-                    std_c: list[float] | None) -> dict[str, str]:  # fmt: skip
+def _graph_metadata(
+    used: str,
+    input_size: int,
+    in_chans: int,
+    with_preprocessing: bool,
+    output_name: str,
+    class_names: list[str] | None,
+    mean_c: list[float] | None,
+    std_c: list[float] | None,
+) -> dict[str, str]:
     """The ``augkd.*`` ``metadata_props`` of an exported graph."""
     from augkd.utils import augkd_version
 
@@ -300,14 +314,17 @@ def _graph_metadata(used: str, input_size: int, in_chans: int, with_preprocessin
         "augkd.exporter": used,
         "augkd.input_size": str(input_size),
         "augkd.in_chans": str(in_chans),
-        "augkd.input_format": "uint8 NCHW RGB 0-255, normalised inside the graph" if with_preprocessing
-        else "float32 NCHW, (x/255 - mean)/std",
+        "augkd.input_format": (
+            "uint8 NCHW RGB 0-255, normalised inside the graph"
+            if with_preprocessing
+            else "float32 NCHW, (x/255 - mean)/std"
+        ),
         "augkd.output": output_name,
         "augkd.class_names": json.dumps(class_names or []),
         "augkd.num_classes": str(len(class_names) if class_names else ""),
         "augkd.mean": json.dumps(mean_c),
         "augkd.std": json.dumps(std_c),
-    }  # fmt: skip
+    }
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:

@@ -96,8 +96,16 @@ def _open_context(source: str | Path, out_dir: str | Path | None, cfg: ExportCon
     with_preprocessing = cfg.onnx.with_preprocessing
     model_input = images if with_preprocessing else ev.normalize(images)
     logger.info("checking on %d %s images of %s", len(images), ev.test_split, ev.dataset)
-    return _Context(src=src, out=out, ev=ev, model_input=model_input, labels=labels, threads=n_threads,
-                    with_preprocessing=with_preprocessing, softmax=cfg.onnx.softmax)  # fmt: skip
+    return _Context(
+        src=src,
+        out=out,
+        ev=ev,
+        model_input=model_input,
+        labels=labels,
+        threads=n_threads,
+        with_preprocessing=with_preprocessing,
+        softmax=cfg.onnx.softmax,
+    )
 
 
 def _build_report(
@@ -108,22 +116,43 @@ def _build_report(
 
     src, meta, ev = ctx.src, ctx.src.meta, ctx.ev
     model_info = {
-        "arch": meta.arch, "model_kwargs": meta.model_kwargs, "num_classes": meta.num_classes,
-        "class_names": meta.class_names, "input_size": meta.input_size, "in_chans": meta.in_chans,
-        "mean": meta.mean, "std": meta.std, "parameters": count_parameters(src.model),
-        "macs": count_macs(src.model, meta.input_size, meta.in_chans), "macs_method": _macs_method(),
-        "torch_acc1": accuracy(ctx.reference, ctx.labels), "fingerprint": src.fingerprint,
-    }  # fmt: skip
+        "arch": meta.arch,
+        "model_kwargs": meta.model_kwargs,
+        "num_classes": meta.num_classes,
+        "class_names": meta.class_names,
+        "input_size": meta.input_size,
+        "in_chans": meta.in_chans,
+        "mean": meta.mean,
+        "std": meta.std,
+        "parameters": count_parameters(src.model),
+        "macs": count_macs(src.model, meta.input_size, meta.in_chans),
+        "macs_method": _macs_method(),
+        "torch_acc1": accuracy(ctx.reference, ctx.labels),
+        "fingerprint": src.fingerprint,
+    }
     calibration = min(cfg.int8.calibration, len(ev.train)) if len(cfg.formats) > 1 else None
     return ExportReport(
-        created=now_iso(), source=src.spec, out_dir=str(ctx.out), environment=environment_info(), model=model_info,
-        data={"origin": ev.origin, "dataset": ev.dataset, "test_split": ev.test_split,
-              "parity_samples": len(ctx.model_input), "test_split_size": len(ev.test),
-              "train_split_size": len(ev.train), "calibration_samples": calibration},
-        onnx=onnx_info.to_dict(), artifacts=artifacts, latency=rows, options=cfg.report_options(ctx.threads),
+        created=now_iso(),
+        source=src.spec,
+        out_dir=str(ctx.out),
+        environment=environment_info(),
+        model=model_info,
+        data={
+            "origin": ev.origin,
+            "dataset": ev.dataset,
+            "test_split": ev.test_split,
+            "parity_samples": len(ctx.model_input),
+            "test_split_size": len(ev.test),
+            "train_split_size": len(ev.train),
+            "calibration_samples": calibration,
+        },
+        onnx=onnx_info.to_dict(),
+        artifacts=artifacts,
+        latency=rows,
+        options=cfg.report_options(ctx.threads),
         failures=[c.message for a in artifacts for c in a.checks if not c.passed],
         notes=ctx.notes,
-    )  # fmt: skip
+    )
 
 
 def _write_report(report: ExportReport, out: Path) -> None:
@@ -170,11 +199,20 @@ class _Context:
         meta = self.src.meta
         self.onnx_path = self.out / ARTIFACT_FILES["onnx"]
         info = export_onnx(
-            self.src.model, self.onnx_path, meta.input_size, in_chans=meta.in_chans, mean=meta.mean, std=meta.std,
-            with_preprocessing=self.with_preprocessing, softmax=self.softmax, exporter=exporter, opset=opset,
-            simplify=simplify, class_names=meta.class_names,
+            self.src.model,
+            self.onnx_path,
+            meta.input_size,
+            in_chans=meta.in_chans,
+            mean=meta.mean,
+            std=meta.std,
+            with_preprocessing=self.with_preprocessing,
+            softmax=self.softmax,
+            exporter=exporter,
+            opset=opset,
+            simplify=simplify,
+            class_names=meta.class_names,
             metadata={FINGERPRINT_KEY: self.src.fingerprint, "augkd.arch": meta.arch, "augkd.source": self.src.spec},
-        )  # fmt: skip
+        )
         if info.fallback_reason:
             self.notes.append(f"dynamo exporter failed, legacy used: {info.fallback_reason}")
         c = meta.in_chans

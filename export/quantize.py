@@ -160,9 +160,16 @@ def quantize_ort_int8(
 
 
 def _static_settings(
-    q: Any, method: str, activation_type: str, quant_format: str, op_types: list[str] | None, per_channel: bool,
-    reduce_range: bool, exclude: list[str], percentile: float,
-) -> dict[str, Any]:  # fmt: skip
+    q: Any,
+    method: str,
+    activation_type: str,
+    quant_format: str,
+    op_types: list[str] | None,
+    per_channel: bool,
+    reduce_range: bool,
+    exclude: list[str],
+    percentile: float,
+) -> dict[str, Any]:
     """The keyword arguments of ONNX Runtime's ``quantize_static`` for these settings (weights always int8)."""
     return {
         "quant_format": q.QuantFormat.QDQ if quant_format == "qdq" else q.QuantFormat.QOperator,

@@ -292,9 +292,16 @@ def tensorrt_selftest() -> dict[str, Any]:
                     out = runner(x[:b].cuda()).float().cpu()
                     diff = float((out - ref[:b]).abs().max())
                     passed = diff <= tol
-                    result["checks"].append({"precision": precision, "batch": b, "max_abs_diff": diff,
-                                             "tolerance": tol, "passed": passed,
-                                             "build_seconds": info["build_seconds"]})  # fmt: skip
+                    result["checks"].append(
+                        {
+                            "precision": precision,
+                            "batch": b,
+                            "max_abs_diff": diff,
+                            "tolerance": tol,
+                            "passed": passed,
+                            "build_seconds": info["build_seconds"],
+                        }
+                    )
                     if not passed:
                         result["status"] = "failed"
     except Exception as exc:  # the selftest reports, it does not raise

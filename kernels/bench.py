@@ -55,9 +55,24 @@ OPS = ("kd_loss", "uncertainty", "fused_mixup")
 PROVIDERS = ("torch", "compile", "triton", "copy")
 MODES = ("forward", "backward", "full")
 ROW_FIELDS = (
-    "op", "provider", "mode", "metric", "unit", "x_name", "x_value", "p50", "p20", "p80", "extra_config_json",
-    "device_name", "torch_version", "triton_version", "augkd_version", "git_sha", "timestamp",
-)  # fmt: skip
+    "op",
+    "provider",
+    "mode",
+    "metric",
+    "unit",
+    "x_name",
+    "x_value",
+    "p50",
+    "p20",
+    "p80",
+    "extra_config_json",
+    "device_name",
+    "torch_version",
+    "triton_version",
+    "augkd_version",
+    "git_sha",
+    "timestamp",
+)
 
 _BATCHES = (256, 1024, 2048, 4096)
 _CLASSES = (10, 31, 65, 1000)

@@ -16,9 +16,21 @@ _COLUMNS = ["backend", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "sample
 
 
 def _table_rows(rows: list[dict]) -> list[dict]:
-    return [{"backend": r["backend"], "batch": r["batch_size"], "p50 ms": r["p50_ms"], "p90 ms": r["p90_ms"],
-             "p99 ms": r["p99_ms"], "mean ms": r["mean_ms"], "samples/s": r["throughput"], "provider": r["provider"],
-             "threads": r["threads"], "note": r.get("note")} for r in rows]  # fmt: skip
+    return [
+        {
+            "backend": r["backend"],
+            "batch": r["batch_size"],
+            "p50 ms": r["p50_ms"],
+            "p90 ms": r["p90_ms"],
+            "p99 ms": r["p99_ms"],
+            "mean ms": r["mean_ms"],
+            "samples/s": r["throughput"],
+            "provider": r["provider"],
+            "threads": r["threads"],
+            "note": r.get("note"),
+        }
+        for r in rows
+    ]
 
 
 @bench_app.command("latency")

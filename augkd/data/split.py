@@ -57,9 +57,16 @@ def stratified_split(
     if short:
         n_min, c_min = min(short)
         cname = repr(class_names[c_min]) if class_names else str(c_min)
-        logger.warning("data.shots_per_class=%d is more than class %s has for training (%d images after the split): "
-                       "%d of %d classes use all their training images, fewer than %d", shots_per_class, cname,
-                       n_min, len(short), len(torch.unique(labels)), shots_per_class)  # fmt: skip
+        logger.warning(
+            "data.shots_per_class=%d is more than class %s has for training (%d images after the split): "
+            "%d of %d classes use all their training images, fewer than %d",
+            shots_per_class,
+            cname,
+            n_min,
+            len(short),
+            len(torch.unique(labels)),
+            shots_per_class,
+        )
     res = {k: torch.sort(torch.cat(v)).values if v else torch.empty(0, dtype=torch.long) for k, v in out.items()}
     for k, f in zip(SPLITS, fractions, strict=True):
         if f > 0 and len(res[k]) == 0:

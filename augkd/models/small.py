@@ -71,9 +71,12 @@ class _SVHNNet(nn.Module):
         self.features = nn.Sequential(block(3, 32), block(32, 64), block(64, 128))
         feat = 128 * (input_size // 8) ** 2
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(feat, 256), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Dropout(dropout),
+            nn.Linear(feat, 256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(256, num_classes),
-        )  # fmt: skip
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return flat_head(self.features(x), self.classifier)

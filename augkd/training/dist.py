@@ -120,8 +120,7 @@ def make_fabric(train: TrainConfig, spec: DistSpec | None = None) -> Fabric:
     if accelerator == "cuda" and dev.index is not None and world == 1:
         dev_arg = [dev.index]
     precision = fabric_precision(spec.precision, train.precision, accelerator, world)
-    fabric = Fabric(accelerator=accelerator, devices=dev_arg, num_nodes=nodes, strategy=strategy,
-                    precision=precision)  # type: ignore[arg-type]  # fmt: skip
+    fabric = Fabric(accelerator=accelerator, devices=dev_arg, num_nodes=nodes, strategy=strategy, precision=precision)  # type: ignore[arg-type]
     fabric.launch()
     if fabric.world_size > 1 and fabric.is_global_zero:
         backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "?"
@@ -180,9 +179,20 @@ def shard_indices(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 
 def rank_batches(
-    data: ImageSet, batch_size: int, *, shuffle_gen: torch.Generator, rank: int, world: int, seed: int, stage: str,
-    epoch: int, shuffle: bool = True, augment: bool = False, hflip: bool = False, drop_last: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    data: ImageSet,
+    batch_size: int,
+    *,
+    shuffle_gen: torch.Generator,
+    rank: int,
+    world: int,
+    seed: int,
+    stage: str,
+    epoch: int,
+    shuffle: bool = True,
+    augment: bool = False,
+    hflip: bool = False,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's batches of one epoch (``batch_size`` per device).
 
     One process: exactly :func:`augkd.data.iterate_batches` with ``shuffle_gen`` for shuffling and
@@ -200,8 +210,16 @@ def rank_batches(
     n = len(data)
     order = torch.randperm(n, generator=shuffle_gen) if shuffle else torch.arange(n)
     aug_gen = torch.Generator().manual_seed(augment_seed(seed, rank, stage, epoch))
-    yield from iterate_batches(data, batch_size, shuffle=False, generator=aug_gen, augment=augment, hflip=hflip,
-                               drop_last=drop_last, index=shard_indices(order, rank, world))  # fmt: skip
+    yield from iterate_batches(
+        data,
+        batch_size,
+        shuffle=False,
+        generator=aug_gen,
+        augment=augment,
+        hflip=hflip,
+        drop_last=drop_last,
+        index=shard_indices(order, rank, world),
+    )
 
 
 def eval_shard(n: int, rank: int, world: int) -> torch.Tensor:

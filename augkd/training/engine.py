@@ -91,9 +91,16 @@ class RunContext:
         self.fabric.backward(loss)
 
     def batches(
-        self, split: str, batch_size: int, stage: str, epoch: int, *, shuffle: bool = True, augment: bool = False,
+        self,
+        split: str,
+        batch_size: int,
+        stage: str,
+        epoch: int,
+        *,
+        shuffle: bool = True,
+        augment: bool = False,
         drop_last: bool = False,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's batches of ``split`` for one epoch (a shard; see ``dist.rank_batches``).
 
         ``augment`` asks for the configured augmentation (``data.augment``/``data.hflip``).
@@ -102,10 +109,19 @@ class RunContext:
 
         d = self.cfg.data
         return rank_batches(
-            getattr(self.data, split), batch_size, shuffle_gen=self.data_gen, rank=self.rank, world=self.world_size,
-            seed=self.cfg.train.seed, stage=stage, epoch=epoch, shuffle=shuffle, augment=augment and d.augment,
-            hflip=d.hflip, drop_last=drop_last,
-        )  # fmt: skip
+            getattr(self.data, split),
+            batch_size,
+            shuffle_gen=self.data_gen,
+            rank=self.rank,
+            world=self.world_size,
+            seed=self.cfg.train.seed,
+            stage=stage,
+            epoch=epoch,
+            shuffle=shuffle,
+            augment=augment and d.augment,
+            hflip=d.hflip,
+            drop_last=drop_last,
+        )
 
     def reduce_mean(self, metrics: dict[str, float]) -> dict[str, float]:
         """Average per-rank metrics over ranks (identical on every rank afterwards)."""

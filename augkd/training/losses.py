@@ -180,9 +180,12 @@ class BNStatsHook:
 
 
 def generator_loss(
-    t_logits: torch.Tensor, s_logits: torch.Tensor, bn_loss: torch.Tensor | None, cfg: Module1Config,
+    t_logits: torch.Tensor,
+    s_logits: torch.Tensor,
+    bn_loss: torch.Tensor | None,
+    cfg: Module1Config,
     backend: str | None = None,
-) -> dict[str, torch.Tensor]:  # fmt: skip
+) -> dict[str, torch.Tensor]:
     """L_G = −w_adv·KL(T‖S) + w_ce·CE(T, argmax T) + w_balance·Σ p̄ log₁₀ p̄ + w_bn·BN (Module 1).
 
     With ``cfg.adv_mask`` the adversarial KL counts only the images where the teacher's and the student's
@@ -233,8 +236,10 @@ class FeatureHook:
     def __init__(self, net: nn.Module) -> None:
         linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
         if not linears:
-            raise ConfigError("the teacher has no Linear layer: module1.w_act and w_contrast need its penultimate "
-                             "features (the input of its last Linear layer)")  # fmt: skip
+            raise ConfigError(
+                "the teacher has no Linear layer: module1.w_act and w_contrast need its penultimate "
+                "features (the input of its last Linear layer)"
+            )
         self.enabled = False
         self.features: list[torch.Tensor] = []
         self._handle = linears[-1].register_forward_pre_hook(self._hook)
@@ -315,14 +320,23 @@ def anchor_loss(
     mask = mask_penalty(m.float(), cfg.invariant, cfg.mask_form)
     ce = F.cross_entropy(t_logits.float(), y)
     total = energy + cfg.w_mask * mask + cfg.w_ce * ce
-    return {"loss": total, "energy": energy.detach(), "mask": mask.detach(), "ce": ce.detach(),
-            "mask_mean": m.detach().float().mean()}  # fmt: skip
+    return {
+        "loss": total,
+        "energy": energy.detach(),
+        "mask": mask.detach(),
+        "ce": ce.detach(),
+        "mask_mean": m.detach().float().mean(),
+    }
 
 
 def student_kd_loss(
-    s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor | None, u: float, tau: float,
+    s_logits: torch.Tensor,
+    t_logits: torch.Tensor,
+    y: torch.Tensor | None,
+    u: float,
+    tau: float,
     backend: str | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """u·CE(S, y) + (1 − u)·τ²·KL(softmax(T/τ) ‖ softmax(S/τ)), mean over rows."""
     if u >= 1.0 and y is not None:
         return F.cross_entropy(s_logits.float(), y)

@@ -202,8 +202,20 @@ def build_context(
     norm = Normalize(cfg.data.mean, cfg.data.std).to(device)
     gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # the shuffle: identical on every rank
     precision = legacy_precision(fabric_precision_name(fabric))
-    return RunContext(cfg, run_dir, data, teacher, nets, device, precision, norm, fabric, gen,
-                      list(on_epoch_end or []), list(on_step_end or []))  # fmt: skip
+    return RunContext(
+        cfg,
+        run_dir,
+        data,
+        teacher,
+        nets,
+        device,
+        precision,
+        norm,
+        fabric,
+        gen,
+        list(on_epoch_end or []),
+        list(on_step_end or []),
+    )
 
 
 def distill(
@@ -343,13 +355,22 @@ def _save_student(
     cfg: DistillConfig, run_dir: Path, student: torch.nn.Module, data: DomainData, test: dict[str, float]
 ) -> Path:
     meta = ModelMeta(
-        arch=cfg.student.arch, num_classes=data.num_classes, model_kwargs=dict(cfg.student.kwargs),
-        class_names=data.class_names, input_size=cfg.data.image_size, in_chans=3,
-        mean=list(cfg.data.mean), std=list(cfg.data.std),
+        arch=cfg.student.arch,
+        num_classes=data.num_classes,
+        model_kwargs=dict(cfg.student.kwargs),
+        class_names=data.class_names,
+        input_size=cfg.data.image_size,
+        in_chans=3,
+        mean=list(cfg.data.mean),
+        std=list(cfg.data.std),
         metrics={f"test_{k}": v for k, v in test.items() if k != "n"},
-        extra={"method": cfg.method, "seed": cfg.train.seed, "data": config_to_dict(cfg.data),
-               "teacher": cfg.teacher.checkpoint},
-    )  # fmt: skip
+        extra={
+            "method": cfg.method,
+            "seed": cfg.train.seed,
+            "data": config_to_dict(cfg.data),
+            "teacher": cfg.teacher.checkpoint,
+        },
+    )
     student = student.to(memory_format=torch.contiguous_format)
     return save_model(student, run_dir / "student.safetensors", meta)
 

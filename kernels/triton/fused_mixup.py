@@ -122,9 +122,21 @@ class FusedMixupFunction(torch.autograd.Function):
             grid, block, num_warps = _grid(batch * channels, n_inner)
             s_ptr, s_stride, s_value, s_is_tensor = scalar_args(s, out)
             _fused_mixup_fwd_kernel[grid](
-                x_gen, x_real, out, s_ptr, s_stride, s_value, mean if has_norm else out, std if has_norm else out,
-                channels, n_inner, S_IS_TENSOR=s_is_tensor, HAS_NORM=has_norm, BLOCK_SIZE=block, num_warps=num_warps,
-            )  # fmt: skip
+                x_gen,
+                x_real,
+                out,
+                s_ptr,
+                s_stride,
+                s_value,
+                mean if has_norm else out,
+                std if has_norm else out,
+                channels,
+                n_inner,
+                S_IS_TENSOR=s_is_tensor,
+                HAS_NORM=has_norm,
+                BLOCK_SIZE=block,
+                num_warps=num_warps,
+            )
         s_tensor = s if isinstance(s, torch.Tensor) else None
         ctx.save_for_backward(s_tensor, std if has_norm else None)
         ctx.meta = (x_gen.dtype, x_real.dtype, channels, n_inner, None if s_tensor is not None else s)
@@ -144,11 +156,22 @@ class FusedMixupFunction(torch.autograd.Function):
             grid, block, num_warps = _grid(grad_out.shape[0] * channels, n_inner)
             s_ptr, s_stride, s_value, s_is_tensor = scalar_args(s_tensor if s_tensor is not None else s_float, grad_out)
             _fused_mixup_bwd_kernel[grid](
-                grad_out, grad_gen if need_gen else grad_out, grad_real if need_real else grad_out,
-                s_ptr, s_stride, s_value, std if std is not None else grad_out, channels, n_inner,
-                S_IS_TENSOR=s_is_tensor, HAS_NORM=std is not None, NEED_GEN=need_gen, NEED_REAL=need_real,
-                BLOCK_SIZE=block, num_warps=num_warps,
-            )  # fmt: skip
+                grad_out,
+                grad_gen if need_gen else grad_out,
+                grad_real if need_real else grad_out,
+                s_ptr,
+                s_stride,
+                s_value,
+                std if std is not None else grad_out,
+                channels,
+                n_inner,
+                S_IS_TENSOR=s_is_tensor,
+                HAS_NORM=std is not None,
+                NEED_GEN=need_gen,
+                NEED_REAL=need_real,
+                BLOCK_SIZE=block,
+                num_warps=num_warps,
+            )
         return grad_gen, grad_real, None, None, None
 
 

@@ -202,10 +202,27 @@ class KDLossFunction(torch.autograd.Function):
         has_target = target is not None
         u_ptr, u_stride, u_value, u_is_tensor = scalar_args(u, stats)
         _kd_loss_fwd_kernel[(triton.cdiv(n_rows, block_b),)](
-            s, t, target if has_target else stats, u_ptr, u_stride, u_value, loss, stats, n_rows, n_cols,
-            s.stride(0), t.stride(0), tau, float("nan"), U_IS_TENSOR=u_is_tensor,
-            HAS_TARGET=has_target, NEG=NEG_LARGE, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
-        )  # fmt: skip
+            s,
+            t,
+            target if has_target else stats,
+            u_ptr,
+            u_stride,
+            u_value,
+            loss,
+            stats,
+            n_rows,
+            n_cols,
+            s.stride(0),
+            t.stride(0),
+            tau,
+            float("nan"),
+            U_IS_TENSOR=u_is_tensor,
+            HAS_TARGET=has_target,
+            NEG=NEG_LARGE,
+            BLOCK_B=block_b,
+            BLOCK_C=block_c,
+            num_warps=num_warps,
+        )
         u_tensor = u if u_is_tensor else None
         ctx.save_for_backward(s, t, target, u_tensor, stats)
         ctx.tau, ctx.reduction, ctx.u_float = tau, reduction, None if u_is_tensor else u
@@ -229,14 +246,33 @@ class KDLossFunction(torch.autograd.Function):
         has_target = target is not None
         u_ptr, u_stride, u_value, u_is_tensor = scalar_args(u_tensor if u_tensor is not None else ctx.u_float, stats)
         _kd_loss_bwd_kernel[(triton.cdiv(n_rows, block_b),)](
-            s, t, target if has_target else stats, u_ptr, u_stride, u_value, stats,
-            grad_loss, grad_loss.stride(0) if grad_loss.dim() == 1 else 0,
+            s,
+            t,
+            target if has_target else stats,
+            u_ptr,
+            u_stride,
+            u_value,
+            stats,
+            grad_loss,
+            grad_loss.stride(0) if grad_loss.dim() == 1 else 0,
             1.0 / n_rows if ctx.reduction == "mean" else 1.0,
-            grad_s if need_s else stats, grad_t if need_t else stats,
-            n_rows, n_cols, s.stride(0), t.stride(0), ctx.tau, float("nan"), U_IS_TENSOR=u_is_tensor,
-            HAS_TARGET=has_target, NEED_STUDENT=need_s, NEED_TEACHER=need_t,
-            NEG=NEG_LARGE, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
-        )  # fmt: skip
+            grad_s if need_s else stats,
+            grad_t if need_t else stats,
+            n_rows,
+            n_cols,
+            s.stride(0),
+            t.stride(0),
+            ctx.tau,
+            float("nan"),
+            U_IS_TENSOR=u_is_tensor,
+            HAS_TARGET=has_target,
+            NEED_STUDENT=need_s,
+            NEED_TEACHER=need_t,
+            NEG=NEG_LARGE,
+            BLOCK_B=block_b,
+            BLOCK_C=block_c,
+            num_warps=num_warps,
+        )
         return grad_s, grad_t, None, None, None, None
 
 

@@ -156,9 +156,22 @@ class UncertaintyFunction(torch.autograd.Function):
         block_b, block_c, num_warps = row_settings(n_rows, n_cols)
         grid = (triton.cdiv(n_rows, block_b),)
         _uncertainty_fwd_kernel[grid](
-            x, lse, energy, entropy, max_prob, argmax, stats, n_rows, n_cols, x.stride(0), tau,
-            NEG=NEG_LARGE, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
-        )  # fmt: skip
+            x,
+            lse,
+            energy,
+            entropy,
+            max_prob,
+            argmax,
+            stats,
+            n_rows,
+            n_cols,
+            x.stride(0),
+            tau,
+            NEG=NEG_LARGE,
+            BLOCK_B=block_b,
+            BLOCK_C=block_c,
+            num_warps=num_warps,
+        )
         ctx.mark_non_differentiable(argmax)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, stats, entropy, max_prob, argmax)
@@ -179,11 +192,27 @@ class UncertaintyFunction(torch.autograd.Function):
         block_b, block_c, num_warps = row_settings(n_rows, n_cols)
         grid = (triton.cdiv(n_rows, block_b),)
         _uncertainty_bwd_kernel[grid](
-            x, grad_x, stats, entropy, max_prob, argmax, *ptrs, *strides, n_rows, n_cols, x.stride(0), ctx.tau,
-            HAS_G_LSE=g_lse is not None, HAS_G_ENERGY=g_energy is not None,
-            HAS_G_ENTROPY=g_entropy is not None, HAS_G_MAX=g_max is not None,
-            NEG=NEG_LARGE, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
-        )  # fmt: skip
+            x,
+            grad_x,
+            stats,
+            entropy,
+            max_prob,
+            argmax,
+            *ptrs,
+            *strides,
+            n_rows,
+            n_cols,
+            x.stride(0),
+            ctx.tau,
+            HAS_G_LSE=g_lse is not None,
+            HAS_G_ENERGY=g_energy is not None,
+            HAS_G_ENTROPY=g_entropy is not None,
+            HAS_G_MAX=g_max is not None,
+            NEG=NEG_LARGE,
+            BLOCK_B=block_b,
+            BLOCK_C=block_c,
+            num_warps=num_warps,
+        )
         return grad_x, None
 
 

@@ -49,8 +49,15 @@ def test_missing_paths(tmp_path):
     _assert_one_line_error(res, "config file not found")
     res = _run("eval", str(tmp_path / "missing.safetensors"))
     _assert_one_line_error(res, "checkpoint not found")
-    res = _run("distill", "-c", "configs/smoke.yaml", "--set", f"data.dataset={tmp_path / 'nodata'}",
-               "--out", str(tmp_path / "r2"))  # fmt: skip
+    res = _run(
+        "distill",
+        "-c",
+        "configs/smoke.yaml",
+        "--set",
+        f"data.dataset={tmp_path / 'nodata'}",
+        "--out",
+        str(tmp_path / "r2"),
+    )
     _assert_one_line_error(res, "neither a built-in")
     res = _run("distill", "--resume", str(tmp_path))
     _assert_one_line_error(res, "cannot resume")
@@ -128,8 +135,20 @@ def test_import_is_lean():
 
 def test_bench_kernels_cli(tmp_path):
     out = tmp_path / "k.csv"
-    res = _run("bench", "kernels", "--quick", "--ops", "uncertainty", "--providers", "torch", "--modes", "forward",
-               "--out", str(out), "--json")  # fmt: skip
+    res = _run(
+        "bench",
+        "kernels",
+        "--quick",
+        "--ops",
+        "uncertainty",
+        "--providers",
+        "torch",
+        "--modes",
+        "forward",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
     assert rows and {r["op"] for r in rows} == {"uncertainty"} and out.is_file()

@@ -228,8 +228,21 @@ def test_bench_latency_read_only_run_prints_results_first(finished_run, tmp_path
     shutil.copytree(finished_run, run)
     before = snapshot(run)
     block_writes(monkeypatch, run, errno.EROFS)
-    res = _run("bench", "latency", run, "--backends", "torch", "--batch", "1,2", "--iters", "2", "--warmup", "0",
-               *(["--json"] if json_out else []), "-q")  # fmt: skip
+    res = _run(
+        "bench",
+        "latency",
+        run,
+        "--backends",
+        "torch",
+        "--batch",
+        "1,2",
+        "--iters",
+        "2",
+        "--warmup",
+        "0",
+        *(["--json"] if json_out else []),
+        "-q",
+    )
     line = assert_one_line_error(res, str(run / "bench" / "latency.json"), "read-only file system")
     if json_out:
         result = json.loads(res.stdout)
@@ -268,9 +281,21 @@ def test_out_is_an_existing_file(command, finished_run, tmp_path):
         "distill": ["distill", *KD],
         "teacher": ["teacher", *TEACHER, "-q"],
         "export": ["export", finished_run, "--format", "onnx", "--no-latency", "-q"],
-        "bench": ["bench", "latency", finished_run, "--backends", "torch", "--batch", "1", "--iters", "2",
-                  "--warmup", "0", "-q"],
-    }[command]  # fmt: skip
+        "bench": [
+            "bench",
+            "latency",
+            finished_run,
+            "--backends",
+            "torch",
+            "--batch",
+            "1",
+            "--iters",
+            "2",
+            "--warmup",
+            "0",
+            "-q",
+        ],
+    }[command]
     res = _run(*args, "--out", target)
     assert_one_line_error(res, str(target), "not a directory")
     assert snapshot(tmp_path) == {"notes.txt": hashlib.sha256(b"not a directory\n").hexdigest()}
@@ -278,8 +303,20 @@ def test_out_is_an_existing_file(command, finished_run, tmp_path):
 
 def test_bench_kernels_read_only_out_prints_table_first(tmp_path, monkeypatch):
     block_writes(monkeypatch, tmp_path, errno.EROFS)
-    res = _run("bench", "kernels", "--quick", "--ops", "kd_loss", "--providers", "torch", "--modes", "forward",
-               "--out", tmp_path / "k.csv", "-q")  # fmt: skip
+    res = _run(
+        "bench",
+        "kernels",
+        "--quick",
+        "--ops",
+        "kd_loss",
+        "--providers",
+        "torch",
+        "--modes",
+        "forward",
+        "--out",
+        tmp_path / "k.csv",
+        "-q",
+    )
     line = assert_one_line_error(res, str(tmp_path / "k.csv"), "read-only file system")
     assert "│ kd_loss" in res.stdout
     assert res.output.index("│ kd_loss") < res.output.index(line)

@@ -205,8 +205,24 @@ def test_resumed_stage_takes_the_new_learning_rate_and_epochs():
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_nan_before_any_checkpoint_says_there_is_nothing_to_resume(tmp_path, precision):
     run = tmp_path / "nan"
-    res = _run("distill", "-c", SMOKE, "--method", "kd", "--set", "kd.lr=1e30", "--set", "kd.epochs=3", "--set",
-               f"train.precision={precision}", "--set", "train.save_images=false", "--out", run, "-q")  # fmt: skip
+    res = _run(
+        "distill",
+        "-c",
+        SMOKE,
+        "--method",
+        "kd",
+        "--set",
+        "kd.lr=1e30",
+        "--set",
+        "kd.epochs=3",
+        "--set",
+        f"train.precision={precision}",
+        "--set",
+        "train.save_images=false",
+        "--out",
+        run,
+        "-q",
+    )
     line = assert_one_line_error(
         res, "loss became nan in kd", "no epoch completed", "there is no checkpoint to resume from", "--set kd.lr=1e+29"
     )

@@ -24,8 +24,22 @@ RAW_FLOAT = re.compile(r"\d\.\d{6,}")  # 0.21641665399999999, 3.07666015625
 def smoke_run(tmp_path_factory):
     """``augkd distill`` (kd, smoke preset) with stdout and stderr not terminals: (run dir, CLI result)."""
     run = tmp_path_factory.mktemp("log") / "run"
-    res = runner.invoke(app, ["distill", "-c", SMOKE, "--method", "kd", "--set", f"kd.epochs={EPOCHS}",
-                              "--set", "train.save_images=false", "--out", str(run)])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "distill",
+            "-c",
+            SMOKE,
+            "--method",
+            "kd",
+            "--set",
+            f"kd.epochs={EPOCHS}",
+            "--set",
+            "train.save_images=false",
+            "--out",
+            str(run),
+        ],
+    )
     assert res.exit_code == 0, res.output
     return run, res
 
@@ -35,8 +49,25 @@ def bench(smoke_run, tmp_path_factory):
     """``augkd bench latency`` on the run (a 10-column table, wider than 80): (result JSON, CLI result)."""
     run, _ = smoke_run
     out = tmp_path_factory.mktemp("bench")
-    res = runner.invoke(app, ["bench", "latency", str(run), "--backends", "torch", "--batch", "1,2", "--iters", "2",
-                              "--warmup", "0", "--out", str(out)], env={"COLUMNS": "60"})  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "latency",
+            str(run),
+            "--backends",
+            "torch",
+            "--batch",
+            "1,2",
+            "--iters",
+            "2",
+            "--warmup",
+            "0",
+            "--out",
+            str(out),
+        ],
+        env={"COLUMNS": "60"},
+    )
     assert res.exit_code == 0, res.output
     return json.loads((out / "latency.json").read_text()), (out / "latency.md").read_text(), res
 

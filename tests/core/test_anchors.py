@@ -27,14 +27,24 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def test_encoder_real_loss_by_hand():
     # features at 90°: 1 − cos = 1; logits (0, 0) for label 0: CE = ln 2; w = 2, inverse term 0.5
     out = encoder_real_loss(
-        torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 3.0]]), torch.zeros(1, 2), torch.tensor([0]), 2.0,
+        torch.tensor([[1.0, 0.0]]),
+        torch.tensor([[0.0, 3.0]]),
+        torch.zeros(1, 2),
+        torch.tensor([0]),
+        2.0,
         torch.tensor(0.5),
-    )  # fmt: skip
+    )
     assert out["feat"].item() == pytest.approx(1.0)
     assert out["ce"].item() == pytest.approx(math.log(2.0))
     assert out["loss"].item() == pytest.approx(2.0 * (1.0 + math.log(2.0)) + 0.5)
-    same = encoder_real_loss(torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 4.0]]), torch.zeros(1, 2),
-                             torch.tensor([1]), 1.0, torch.tensor(0.0))  # fmt: skip
+    same = encoder_real_loss(
+        torch.tensor([[1.0, 2.0]]),
+        torch.tensor([[2.0, 4.0]]),
+        torch.zeros(1, 2),
+        torch.tensor([1]),
+        1.0,
+        torch.tensor(0.0),
+    )
     assert same["feat"].item() == pytest.approx(0.0, abs=1e-6)  # parallel features: cosine 1
 
 

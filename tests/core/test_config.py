@@ -72,6 +72,7 @@ def test_mnist_datafree_bank_preset_is_the_measured_recipe():
     spec = importlib.util.spec_from_file_location("bench_datafree", "benchmarks/bench_datafree.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    measured = load_config("configs/mnist-datafree.yaml",
-                           ["method=dfkd", *bench.VARIANTS["bank-input-k20-e1"], "module1.epochs=30"])  # fmt: skip
+    measured = load_config(
+        "configs/mnist-datafree.yaml", ["method=dfkd", *bench.VARIANTS["bank-input-k20-e1"], "module1.epochs=30"]
+    )
     assert load_config("configs/mnist-datafree-bank.yaml") == measured

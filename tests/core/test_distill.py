@@ -75,9 +75,19 @@ def test_augkd_run_directory_and_frozen_teacher(tmp_path, monkeypatch):
     after = captured["teacher"].state_dict()
     assert all(torch.equal(captured["before"][k], after[k]) for k in after)  # frozen: weights and BN stats
     assert all(not p.requires_grad for p in captured["teacher"].parameters())
-    for name in ("config.yaml", "split.json", "metrics.csv", "summary.json", "student.json", "checkpoints/state.pt",
-                 "images/module1_generated.png", "images/module2_anchors.png", "images/module3_mixup.png",
-                 "images/training_curves.png", "images/s_schedule.png"):  # fmt: skip
+    for name in (
+        "config.yaml",
+        "split.json",
+        "metrics.csv",
+        "summary.json",
+        "student.json",
+        "checkpoints/state.pt",
+        "images/module1_generated.png",
+        "images/module2_anchors.png",
+        "images/module3_mixup.png",
+        "images/training_curves.png",
+        "images/s_schedule.png",
+    ):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test"] == res.test and set(res.timings) >= {"module1", "module2", "module3"}
@@ -107,8 +117,17 @@ def _cli(*args, **kw):
 def test_kill_and_resume_gives_identical_metrics(tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     # cosine: the Module 3 lr depends on (step, epoch), the path most likely to drift on resume
-    common = ["distill", "-c", SMOKE, "--set", "train.save_images=false", "--set", "module3.lr_schedule=cosine",
-              "--json", "-q"]  # fmt: skip
+    common = [
+        "distill",
+        "-c",
+        SMOKE,
+        "--set",
+        "train.save_images=false",
+        "--set",
+        "module3.lr_schedule=cosine",
+        "--json",
+        "-q",
+    ]
     p = _cli(*common, "--out", str(ref))
     out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err
@@ -137,8 +156,16 @@ def test_module3_cosine_lr_schedule_in_a_run(tmp_path):
 
     from augkd.training.schedule import cosine_factor
 
-    cfg = load_config(SMOKE, ["method=augkd-no-mixup", "train.save_images=false", "module3.epochs=5",
-                              "module3.lr_schedule=cosine", "module3.lr=0.01"])  # fmt: skip
+    cfg = load_config(
+        SMOKE,
+        [
+            "method=augkd-no-mixup",
+            "train.save_images=false",
+            "module3.epochs=5",
+            "module3.lr_schedule=cosine",
+            "module3.lr=0.01",
+        ],
+    )
     distill(cfg, tmp_path / "run")
     with (tmp_path / "run" / "metrics.csv").open(newline="") as f:
         lrs = [float(r["lr"]) for r in csv.DictReader(f) if r["stage"] == "module3"]

@@ -19,9 +19,18 @@ def _doc(seeds, acc, sha):
         vals = [a[i] for a in acc]
         row[f"{k}_mean"] = statistics.fmean(vals)
         row[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return {"preset": "p", "methods": {"m": row}, "teacher_source_only": {"acc1": 0.5}, "machine": {},
-            "torch": "t", "augkd": "a", "git_sha": sha, "overrides": [], "timestamp": "now",
-            "wall_time_per_module_s": {"m": {"total_s": 10.0 * len(seeds)}}}  # fmt: skip
+    return {
+        "preset": "p",
+        "methods": {"m": row},
+        "teacher_source_only": {"acc1": 0.5},
+        "machine": {},
+        "torch": "t",
+        "augkd": "a",
+        "git_sha": sha,
+        "overrides": [],
+        "timestamp": "now",
+        "wall_time_per_module_s": {"m": {"total_s": 10.0 * len(seeds)}},
+    }
 
 
 def test_merge_equals_the_statistics_of_all_seeds():

@@ -39,8 +39,17 @@ def test_unknown_method_is_one_config_error_with_a_suggestion():
 
 def test_a_baseline_fixes_its_loss_weights_and_keeps_the_budget():
     # the preset's own synthesis options (AuG-KD's) must not leak into a baseline; its budget must stay
-    cfg = load_config(SMOKE, ["method=dfq", "module1.w_input=10", "module1.adv_mask=true", "module1.epochs=7",
-                              "module1.w_balance=3", "module1.bank_size=500"])  # fmt: skip
+    cfg = load_config(
+        SMOKE,
+        [
+            "method=dfq",
+            "module1.w_input=10",
+            "module1.adv_mask=true",
+            "module1.epochs=7",
+            "module1.w_balance=3",
+            "module1.bank_size=500",
+        ],
+    )
     m1 = cfg.module1
     assert (m1.w_adv, m1.w_ce, m1.w_balance, m1.w_bn, m1.bn_form) == (1.0, 1.0, 20.0, 1.0, "layer_sum")
     assert (m1.w_input, m1.adv_mask, m1.bank_size) == (0.0, False, 0)

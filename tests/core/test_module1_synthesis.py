@@ -19,8 +19,16 @@ from augkd.training.losses import BNStatsHook, generator_loss
 from augkd.training.stages import jitter
 
 SMOKE = "configs/smoke.yaml"
-BANK = ["method=dfkd", "train.save_images=false", "module1.epochs=3", "module1.bank_size=100",
-        "module1.adv_mask=true", "module1.jitter=2", "module1.bn_form=layer_mean", "module1.kd_tau=4"]  # fmt: skip
+BANK = [
+    "method=dfkd",
+    "train.save_images=false",
+    "module1.epochs=3",
+    "module1.bank_size=100",
+    "module1.adv_mask=true",
+    "module1.jitter=2",
+    "module1.bn_form=layer_mean",
+    "module1.kd_tau=4",
+]
 
 
 def test_bn_loss_layer_mean_by_hand():
@@ -161,8 +169,9 @@ def test_input_stats_and_total_variation_by_hand():
 
 
 def test_image_priors_enter_the_generator_loss(tmp_path):
-    cfg = load_config(SMOKE, ["method=dfkd", "train.save_images=false", "module1.epochs=1", "module1.w_input=2",
-                              "module1.w_tv=0.5"])  # fmt: skip
+    cfg = load_config(
+        SMOKE, ["method=dfkd", "train.save_images=false", "module1.epochs=1", "module1.w_input=2", "module1.w_tv=0.5"]
+    )
     distill(cfg, tmp_path / "priors")
     row = _rows(tmp_path / "priors" / "metrics.csv")[0]
     assert float(row["g_input"]) > 0 and float(row["g_tv"]) > 0
@@ -182,8 +191,17 @@ def test_encoder_steps_are_the_first_n_student_steps(bank, tmp_path, monkeypatch
         return real(self, ctx, name, loss)
 
     monkeypatch.setattr(DataFreeStage, "optimize", spy)
-    cfg = load_config(SMOKE, ["method=dfkd", "train.save_images=false", "module1.epochs=1", "module1.student_steps=2",
-                              "module1.encoder_steps=1", f"module1.bank_size={bank}"])  # fmt: skip
+    cfg = load_config(
+        SMOKE,
+        [
+            "method=dfkd",
+            "train.save_images=false",
+            "module1.epochs=1",
+            "module1.student_steps=2",
+            "module1.encoder_steps=1",
+            f"module1.bank_size={bank}",
+        ],
+    )
     distill(cfg, tmp_path / "enc")
     iters = cfg.module1.iters_per_epoch
     assert calls == Counter(generator=iters, student=2 * iters, encoder=iters)
@@ -213,8 +231,16 @@ def test_student_domain_targets_by_hand():
 
 
 def test_stats_target_student_domain_runs(tmp_path):
-    cfg = load_config(SMOKE, ["method=dfkd", "train.save_images=false", "module1.epochs=1", "module1.w_input=1",
-                              "module1.stats_target=student_domain"])  # fmt: skip
+    cfg = load_config(
+        SMOKE,
+        [
+            "method=dfkd",
+            "train.save_images=false",
+            "module1.epochs=1",
+            "module1.w_input=1",
+            "module1.stats_target=student_domain",
+        ],
+    )
     distill(cfg, tmp_path / "sd")
     row = _rows(tmp_path / "sd" / "metrics.csv")[0]
     base = load_config(SMOKE, ["method=dfkd", "train.save_images=false", "module1.epochs=1", "module1.w_input=1"])

@@ -111,8 +111,16 @@ def run_kd(out: Path, batch: int) -> None:
 
     _register_plain_cnn()
     steps: list[dict] = []
-    overrides = ["method=kd", "kd.epochs=2", "data.augment=false", "student.arch=test_plain_cnn", "student.kwargs={}",
-                 f"train.batch_size={batch}", "train.save_images=false", "train.precision=fp32"]  # fmt: skip
+    overrides = [
+        "method=kd",
+        "kd.epochs=2",
+        "data.augment=false",
+        "student.arch=test_plain_cnn",
+        "student.kwargs={}",
+        f"train.batch_size={batch}",
+        "train.save_images=false",
+        "train.precision=fp32",
+    ]
     res = distill(load_config(SMOKE, overrides), out / "run", dist=DistSpec(), on_step_end=[steps.append])
     (out / f"rank{_rank()}.json").write_text(json.dumps({"world_size": res.world_size, "steps": steps}))
 

@@ -38,6 +38,17 @@ def run(cmd: list[str], env: dict[str, str], timeout: int = 240) -> subprocess.C
 def torchrun(nproc: int, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     """``torchrun --nproc-per-node nproc`` on 127.0.0.1 and a free port, running the test worker."""
     port = free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr",
-           "127.0.0.1", "--master-port", str(port), WORKER, *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        WORKER,
+        *args,
+    ]
     return run(cmd, dist_env(port), timeout)

@@ -77,8 +77,23 @@ def test_two_processes_augkd_run_then_resume_with_one_and_two(tmp_path):
 
     # the same number of processes resumes exactly (per-rank RNG states in the checkpoint); this one is
     # launched by Fabric itself from the CLI (--devices 2), not by torchrun
-    two = run([sys.executable, "-m", "augkd", "distill", "--resume", str(snap2), "--devices", "2", "--strategy", "ddp",
-               "--json", "-q"], dist_env(free_port()))  # fmt: skip
+    two = run(
+        [
+            sys.executable,
+            "-m",
+            "augkd",
+            "distill",
+            "--resume",
+            str(snap2),
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--json",
+            "-q",
+        ],
+        dist_env(free_port()),
+    )
     assert two.returncode == 0, two.stderr[-4000:]
     res2 = _only_json(two.stdout)
     assert res2["world_size"] == 2

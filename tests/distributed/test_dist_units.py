@@ -47,8 +47,19 @@ def _images(n=20):
 def test_one_process_batches_are_the_engine_s_single_process_batches():
     data = _images()
     ref = list(iterate_batches(data, 6, shuffle=True, generator=torch.Generator().manual_seed(5), augment=True))
-    got = list(rank_batches(data, 6, shuffle_gen=torch.Generator().manual_seed(5), rank=0, world=1, seed=0,
-                            stage="kd", epoch=0, augment=True))  # fmt: skip
+    got = list(
+        rank_batches(
+            data,
+            6,
+            shuffle_gen=torch.Generator().manual_seed(5),
+            rank=0,
+            world=1,
+            seed=0,
+            stage="kd",
+            epoch=0,
+            augment=True,
+        )
+    )
     assert len(ref) == len(got)
     for (xa, ya), (xb, yb) in zip(ref, got, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
@@ -58,8 +69,19 @@ def test_two_ranks_draw_disjoint_data_and_their_own_augmentation():
     data = _images()
     seen = []
     for rank in (0, 1):
-        batches = list(rank_batches(data, 4, shuffle_gen=torch.Generator().manual_seed(5), rank=rank, world=2,
-                                    seed=0, stage="kd", epoch=0, augment=True))  # fmt: skip
+        batches = list(
+            rank_batches(
+                data,
+                4,
+                shuffle_gen=torch.Generator().manual_seed(5),
+                rank=rank,
+                world=2,
+                seed=0,
+                stage="kd",
+                epoch=0,
+                augment=True,
+            )
+        )
         seen.append(torch.cat([y for _, y in batches]))
     assert len(seen[0]) == len(seen[1]) == 10
     assert set(seen[0].tolist()).isdisjoint(seen[1].tolist()) and len(set(torch.cat(seen).tolist())) == 20

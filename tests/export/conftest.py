@@ -23,9 +23,16 @@ def _train_student(arch: str, dataset: str, image_size: int, steps: int, **kwarg
     cfg = DataConfig(dataset=dataset, image_size=image_size)
     dom = load_domain(cfg)
     model = create_model(arch, dom.num_classes, **kwargs)
-    meta = ModelMeta(arch=arch, num_classes=dom.num_classes, model_kwargs=kwargs, class_names=dom.class_names,
-                     input_size=image_size, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25],
-                     extra={"data": cfg.model_dump(mode="json")})  # fmt: skip
+    meta = ModelMeta(
+        arch=arch,
+        num_classes=dom.num_classes,
+        model_kwargs=kwargs,
+        class_names=dom.class_names,
+        input_size=image_size,
+        mean=[0.5, 0.5, 0.5],
+        std=[0.25, 0.25, 0.25],
+        extra={"data": cfg.model_dump(mode="json")},
+    )
     mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
     std = torch.tensor(meta.std).view(1, 3, 1, 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)

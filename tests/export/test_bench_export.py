@@ -26,15 +26,20 @@ def test_bench_export_rewrite_writes_the_tidy_schema(tmp_path, monkeypatch):
         reader = csv.DictReader(fh)
         assert tuple(reader.fieldnames or ()) == ROW_FIELDS
         rows = list(reader)
-    latency = {(r["op"], r["provider"], json.loads(r["extra_config_json"])["threads"], int(r["x_value"])): r
-               for r in rows if r["metric"] == "latency"}  # fmt: skip
+    latency = {
+        (r["op"], r["provider"], json.loads(r["extra_config_json"])["threads"], int(r["x_value"])): r
+        for r in rows
+        if r["metric"] == "latency"
+    }
     n_cells = 0
     for name, res in results["models"].items():
         for cell in res["latency"]:
             row = latency[(f"export-{name.split(':')[0]}", cell["backend"], cell["threads"], cell["batch_size"])]
             assert (float(row["p20"]), float(row["p50"]), float(row["p80"])) == (
-                cell["p20_ms"], cell["p50_ms"], cell["p80_ms"]
-            )  # fmt: skip
+                cell["p20_ms"],
+                cell["p50_ms"],
+                cell["p80_ms"],
+            )
             n_cells += 1
     assert n_cells == len(latency) > 0
     thr = next(r for r in rows if r["metric"] == "throughput" and r["x_value"] == "32")
@@ -42,8 +47,9 @@ def test_bench_export_rewrite_writes_the_tidy_schema(tmp_path, monkeypatch):
     acc = [r for r in rows if r["metric"] == "acc1" and r["op"] == "export-a"]
     assert {r["provider"] for r in acc} == {"torch", "ort", "ort-int8"}
     pngs = sorted(p.name for p in (tmp_path / _RESULTS.stem).glob("*.png"))
-    assert pngs == sorted(f"export-{m}-inference-{k}.png" for m in ("a", "mnv3-224", "r18-224")
-                          for k in ("latency", "throughput"))  # fmt: skip
+    assert pngs == sorted(
+        f"export-{m}-inference-{k}.png" for m in ("a", "mnv3-224", "r18-224") for k in ("latency", "throughput")
+    )
     md = (tmp_path / _RESULTS.with_suffix(".md").name).read_text()
     assert md.splitlines()[:5] == _RESULTS.with_suffix(".md").read_text().splitlines()[:5]
     assert "| ORT int8 >= 1.5x faster than ORT fp32 at batch 32 |" in md

@@ -69,8 +69,20 @@ def test_export_tensorrt_without_tensorrt(digits_student, tmp_path):
 
 
 def test_export_parity_failure_is_one_line(digits_student, tmp_path):
-    res = _run("export", digits_student, "--format", "onnx", "--exporter", "legacy", "--atol", "1e-12",
-               "--no-latency", "--out", tmp_path, "-q")  # fmt: skip
+    res = _run(
+        "export",
+        digits_student,
+        "--format",
+        "onnx",
+        "--exporter",
+        "legacy",
+        "--atol",
+        "1e-12",
+        "--no-latency",
+        "--out",
+        tmp_path,
+        "-q",
+    )
     assert_one_line_error(res, "export check failed: onnx: max |Δ|")
     assert (tmp_path / "model.onnx").is_file() and (tmp_path / "export_report.md").is_file()
 
@@ -78,8 +90,23 @@ def test_export_parity_failure_is_one_line(digits_student, tmp_path):
 def test_export_json_success(digits_student, tmp_path):
     # --max-acc-drop 100: the product's gate is off here; the int8 accuracy is judged below by a gate sized to
     # these 64 images (one image is 1.56 points: a 1-point gate failed on Intel AMX CPUs on one flipped image)
-    res = _run("export", digits_student, "--exporter", "legacy", "--no-latency", "--parity-samples", "64",
-               "--calibration", "64", "--max-acc-drop", "100", "--out", tmp_path, "--json", "-q")  # fmt: skip
+    res = _run(
+        "export",
+        digits_student,
+        "--exporter",
+        "legacy",
+        "--no-latency",
+        "--parity-samples",
+        "64",
+        "--calibration",
+        "64",
+        "--max-acc-drop",
+        "100",
+        "--out",
+        tmp_path,
+        "--json",
+        "-q",
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["passed"] is True
@@ -92,8 +119,23 @@ def test_export_json_success(digits_student, tmp_path):
 
 
 def test_bench_latency_cli(digits_student, tmp_path):
-    res = _run("bench", "latency", digits_student, "--backends", "torch,ort", "--batch", "1,3", "--iters", "3",
-               "--warmup", "1", "--out", tmp_path, "--json", "-q")  # fmt: skip
+    res = _run(
+        "bench",
+        "latency",
+        digits_student,
+        "--backends",
+        "torch,ort",
+        "--batch",
+        "1,3",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--out",
+        tmp_path,
+        "--json",
+        "-q",
+    )
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     assert [(r["backend"], r["batch_size"]) for r in result["rows"]] == [

@@ -89,8 +89,16 @@ def test_export_onnx_preprocessing_and_softmax(tmp_path, exporter):
 def test_export_onnx_metadata(tmp_path):
     model = create_model("cnn_tiny", 3).eval()
     path = tmp_path / "m.onnx"
-    export_onnx(model, path, 16, mean=MEAN, std=STD, exporter="legacy", class_names=["cat", "dog", "eel"],
-                metadata={"augkd.arch": "cnn_tiny"})  # fmt: skip
+    export_onnx(
+        model,
+        path,
+        16,
+        mean=MEAN,
+        std=STD,
+        exporter="legacy",
+        class_names=["cat", "dog", "eel"],
+        metadata={"augkd.arch": "cnn_tiny"},
+    )
     meta = onnx_metadata(path)
     assert json.loads(meta["augkd.class_names"]) == ["cat", "dog", "eel"]
     assert meta["augkd.input_size"] == "16" and meta["augkd.arch"] == "cnn_tiny"

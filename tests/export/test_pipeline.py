@@ -230,11 +230,23 @@ def test_export_config_defaults_and_parsing():
         cfg.checks.atol = 1.0  # type: ignore[misc]
     opts = build_export_config({"int8": {"method": "entropy", "per_channel": False}}).report_options(threads=3)
     assert opts == {
-        "formats": ["onnx", "ort-int8"], "exporter": "auto", "opset": 18, "with_preprocessing": False,
-        "softmax": False, "simplify": True, "atol": 1e-4, "min_agreement": 0.999, "max_acc_drop": 1.0, "threads": 3,
-        "calibration": 256, "method": "entropy", "activation_type": "uint8", "quant_format": "qdq",
-        "per_channel": False, "exclude_first_last": False,
-    }  # fmt: skip
+        "formats": ["onnx", "ort-int8"],
+        "exporter": "auto",
+        "opset": 18,
+        "with_preprocessing": False,
+        "softmax": False,
+        "simplify": True,
+        "atol": 1e-4,
+        "min_agreement": 0.999,
+        "max_acc_drop": 1.0,
+        "threads": 3,
+        "calibration": 256,
+        "method": "entropy",
+        "activation_type": "uint8",
+        "quant_format": "qdq",
+        "per_channel": False,
+        "exclude_first_last": False,
+    }
 
 
 def test_accuracy_check_states_its_resolution():

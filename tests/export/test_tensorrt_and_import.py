@@ -45,8 +45,13 @@ def test_tensorrt_selftest_passes():
 def test_tensorrt_export_fp16_and_int8(digits_student, tmp_path):
     from augkd.export import export_model
 
-    cfg = {"formats": ["tensorrt-fp16", "tensorrt-int8"], "onnx": {"exporter": "legacy"}, "int8": {"calibration": 128},
-           "latency": {"batches": (1, 8), "iters": 5}, "checks": {"max_acc_drop": 100.0}}  # fmt: skip
+    cfg = {
+        "formats": ["tensorrt-fp16", "tensorrt-int8"],
+        "onnx": {"exporter": "legacy"},
+        "int8": {"calibration": 128},
+        "latency": {"batches": (1, 8), "iters": 5},
+        "checks": {"max_acc_drop": 100.0},
+    }
     report = export_model(digits_student, cfg, tmp_path)
     for fmt in ("tensorrt-fp16", "tensorrt-int8"):
         art = report.artifact(fmt)
