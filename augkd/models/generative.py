@@ -1,7 +1,7 @@
 """AuG-KD's generator G, label-conditioned VAE encoder E and AnchorNet A.
 
 Tang et al., "AuG-KD: Anchor-Based Mixup Generation for Out-of-Domain Knowledge Distillation",
-ICLR 2024. Layer layouts follow the official code (see shared/spec/augkd-method.md §3); sizes grow
+ICLR 2024. Layer layouts follow the official code (docs/decisions.md, "Sizes"); sizes grow
 with the image size: an ``s×s`` base (s ≤ 8) and one ×2 stage per doubling, so 32, 64, 128 and 224 work.
 """
 
