@@ -46,6 +46,10 @@ class DataConfig(_Base):
     skip_bad_files: bool = False  # skip and count unreadable images instead of failing
     augment: bool = True  # random crop (pad 4) on the training split
     hflip: bool = False  # horizontal flips (off by default: wrong for digits; on for Office photos)
+    # the student's view of each real training image recoloured by a random two-colour map per channel, in every
+    # method (as module3.gen_color does to G's images); the teacher, where used, labels the image as it is.
+    # Off by default: wrong where colour is part of the label
+    recolor: bool = False
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # the student's input normalisation (ImageNet)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -183,6 +187,19 @@ class Module3Config(_Base):
     normalize_real: bool = True  # False = official code's raw real half (B3)
     mixed_only: bool = False  # train on the mixed half only (no separate real half)
     encoder_z: Literal["mean", "sample"] = "mean"  # as module2.encoder_z, for the mixup batches
+    # Teacher-domain rehearsal (docs/decisions.md, "Module 3 rehearsal"): each step also distils the teacher on
+    # gen_batch fresh images of the frozen G (random latents, no label), w_gen·τ²·KL(T ‖ S) added to the loss,
+    # so the student keeps the teacher's function on its own domain while it fits the few real images.
+    # 0 = the paper (off)
+    w_gen: float = Field(0.0, ge=0)
+    gen_batch: int = Field(128, ge=1)
+    # the rehearsal images blend each G image with a random real training image of the step's batch:
+    # (1 − λ)·G(z) + λ·x, λ ~ U(0, gen_mix) per image, still labelled by the teacher alone; 0 = G's images only
+    gen_mix: float = Field(0.0, ge=0, le=1)
+    # the student's view of each rehearsal image recolours G's image with a random two-colour map
+    # c0 + g·(c1 − c0), c0, c1 ~ U[0, 1]³ per image (either polarity, any colours); the teacher labels the
+    # image G drew, so its label carries over to the recoloured shape. False = the same image for both
+    gen_color: bool = False
 
 
 class KDConfig(_Base):

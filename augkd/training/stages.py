@@ -75,6 +75,18 @@ def jitter(x: torch.Tensor, pixels: int) -> torch.Tensor:
     return pad[..., dy : dy + h, dx : dx + w]
 
 
+def recolor(x: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
+    """A two-colour map of images ``x`` in [0, 1]: ``c0 + x·(c1 − c0)`` per image and channel, where
+    ``colors[0]``, ``colors[1]`` (each N×C×1×1 in [0, 1]) are the colours of 0 and 1; the result stays in [0, 1]."""
+    c0, c1 = colors[0], colors[1]
+    return c0 + x * (c1 - c0)
+
+
+def random_recolor(x: torch.Tensor) -> torch.Tensor:
+    """:func:`recolor` with two colours drawn uniformly per image and channel."""
+    return recolor(x, torch.rand(2, x.shape[0], x.shape[1], 1, 1, device=x.device))
+
+
 HEALTH_LATENTS = 256  # fixed latents for the per-epoch health figures of Module 1
 
 
@@ -607,15 +619,24 @@ class MixupStage(Stage):
 
     @torch.no_grad()
     def mix(
-        self, ctx: RunContext, x: torch.Tensor, y: torch.Tensor, s: float, sample: bool | None = None
+        self,
+        ctx: RunContext,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        s: float,
+        sample: bool | None = None,
+        x_view: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_m in [0,1], normalised x_m): z_a = A(E(x, y)), z_m = (1−s)z_a + s·z, x_m = (1−s)G(z_m) + s·x.
 
         z is a draw from q(z|x, y) with ``sample=True`` (training batches, module3.encoder_z), else the
-        encoder's own rule (its mean in eval mode, unless built with ``sample_in_eval``, bug B13).
+        encoder's own rule (its mean in eval mode, unless built with ``sample_in_eval``, bug B13). With
+        ``x_view`` (the student's recoloured view of x, ``data.recolor``) the normalised mixture blends G's
+        image with ``x_view`` instead of x.
         """
+        xv = x if x_view is None else x_view
         if s >= 1.0:
-            return x, ctx.student_norm(x)
+            return x, ctx.student_norm(xv)
         z, _, _ = ctx.nets["encoder"](x, y, sample=sample)
         z_a = ctx.nets["anchor"](z, y)[0] if self.use_anchor else z
         z_m = latent_mix(z_a, z, s, backend=ctx.backend)
@@ -624,7 +645,7 @@ class MixupStage(Stage):
         g = g.float()
         norm = ctx.student_norm
         x_m = fused_mixup(g, x, s, backend=ctx.backend)
-        x_mn = fused_mixup(g, x, s, norm.mean.flatten(), norm.std.flatten(), backend=ctx.backend)
+        x_mn = fused_mixup(g, xv, s, norm.mean.flatten(), norm.std.flatten(), backend=ctx.backend)
         return x_m, x_mn
 
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
@@ -636,11 +657,12 @@ class MixupStage(Stage):
         rows = []
         for i, (x, y) in enumerate(ctx.batches("train", ctx.cfg.train.batch_size, self.name, epoch, augment=True)):
             x, y = x.to(ctx.device), y.to(ctx.device)
-            x_m, x_mn = self.mix(ctx, x, y, s, sample=True if c.encoder_z == "sample" else None)
+            xs = random_recolor(x) if ctx.cfg.data.recolor else x  # the student's view (the teacher sees x)
+            x_m, x_mn = self.mix(ctx, x, y, s, sample=True if c.encoder_z == "sample" else None, x_view=xs)
             if c.mixed_only:
                 inputs, raw, labels = x_mn, x_m, y
             else:
-                real = ctx.student_norm(x) if c.normalize_real else x
+                real = ctx.student_norm(xs) if c.normalize_real else xs
                 inputs, raw, labels = torch.cat([real, x_mn]), torch.cat([x, x_m]), torch.cat([y, y])
             inputs = _cl(inputs, ctx)
             with ctx.autocast():
@@ -651,6 +673,8 @@ class MixupStage(Stage):
                 else:  # official code (B1): the student itself, a second stochastic pass (plain module: one
                     t = ctx.nets["student"](inputs)  # DDP forward per backward; its gradients still all-reduce)
             loss = student_kd_loss(q, t, labels, c.u, c.tau, ctx.backend)
+            if c.w_gen > 0:
+                loss = loss + c.w_gen * self._rehearsal(ctx, s_net, x)
             ctx.check_finite({"loss": loss}, "module3")
             self.optimize(ctx, "student", loss)
             self.schedulers["student"].step()
@@ -659,6 +683,27 @@ class MixupStage(Stage):
         out = ctx.reduce_mean(_mean(rows))
         out["s"], out["lr"] = s, lr
         return out
+
+    def _rehearsal(self, ctx: RunContext, s_net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """τ²·KL(T ‖ S) on ``module3.gen_batch`` fresh images of the frozen G (eval mode, random latents), each
+        blended with a random real image of the batch ``x`` (in [0, 1]) by λ ~ U(0, gen_mix)."""
+        c = ctx.cfg.module3
+        n = c.gen_batch
+        z = torch.randn(n, ctx.cfg.generator.latent_dim, device=ctx.device)
+        with torch.no_grad():
+            with ctx.autocast():
+                g = ctx.nets["generator"](z).float()
+            xs = random_recolor(g) if c.gen_color else g
+            xg = g
+            if c.gen_mix > 0:
+                lam = torch.rand(n, 1, 1, 1, device=ctx.device) * c.gen_mix
+                xr = x[torch.randint(0, x.shape[0], (n,), device=ctx.device)]
+                xg, xs = (1 - lam) * g + lam * xr, (1 - lam) * xs + lam * xr
+            with ctx.autocast():
+                tg = ctx.teacher(_cl(xg, ctx)).float()
+        with ctx.autocast():
+            qg = s_net(ctx.student_norm(_cl(xs, ctx)))
+        return student_kd_loss(qg, tg, None, u=0.0, tau=c.tau, backend=ctx.backend)
 
     def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, float]]:
         return _student_eval(ctx)
@@ -700,8 +745,9 @@ class SupervisedStage(Stage):
         rows = []
         for i, (x, y) in enumerate(ctx.batches("train", ctx.cfg.train.batch_size, self.name, epoch, augment=True)):
             x, y = x.to(ctx.device), y.to(ctx.device)
+            xs = random_recolor(x) if ctx.cfg.data.recolor else x
             with ctx.autocast():
-                q = s_net(_cl(ctx.student_norm(x), ctx))
+                q = s_net(_cl(ctx.student_norm(xs), ctx))
                 if self.use_teacher and c.u < 1.0:
                     with torch.no_grad():
                         t = ctx.teacher(_cl(x, ctx))
