@@ -286,25 +286,44 @@ class Stage:
         base = {k: [g.get("initial_lr", g["lr"]) for g in o.param_groups] for k, o in self.optimizers.items()}
         t_max = {k: getattr(s, "T_max", None) for k, s in self.schedulers.items()}
         for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
+            opt_state = dict(state["optimizers"][k])
+            sch_state = dict(state["schedulers"][k]) if k in self.schedulers else None
+            _rescale_saved_lrs(opt_state, sch_state, base[k])
+            o.load_state_dict(opt_state)
+            if sch_state is not None:
+                self.schedulers[k].load_state_dict(sch_state)
         for k, s in self.schedulers.items():
-            s.load_state_dict(state["schedulers"][k])
+            if k not in self.optimizers:
+                s.load_state_dict(state["schedulers"][k])
             if t_max[k] is not None:
                 s.T_max = t_max[k]
-        for k, o in self.optimizers.items():
-            sch = self.schedulers.get(k)
-            for i, group in enumerate(o.param_groups):
-                old, new = group.get("initial_lr", group["lr"]), base[k][i]
-                if old == new or not old:
-                    continue
-                ratio = new / old
-                group["lr"] = group["lr"] * ratio
-                if "initial_lr" in group:
-                    group["initial_lr"] = new
-                if sch is not None:
-                    sch.base_lrs[i] = sch.base_lrs[i] * ratio
-                    if getattr(sch, "_last_lr", None):
-                        sch._last_lr[i] = sch._last_lr[i] * ratio
+
+
+def _rescale_saved_lrs(opt_state: dict[str, Any], sch_state: dict[str, Any] | None, new_base: list[float]) -> None:
+    """Rescale a saved optimiser (and its scheduler's) learning rates to the current config's base rates.
+
+    Edits the saved state dicts before they are loaded (copies of the lists it changes), so that neither a
+    live optimiser nor a scheduler's private attributes are written; a group whose base is unchanged keeps
+    its values exactly.
+    """
+    groups = [dict(g) for g in opt_state["param_groups"]]
+    opt_state["param_groups"] = groups
+    if sch_state is not None:
+        for key in ("base_lrs", "_last_lr"):
+            if sch_state.get(key):
+                sch_state[key] = list(sch_state[key])
+    for i, group in enumerate(groups):
+        old, new = group.get("initial_lr", group["lr"]), new_base[i]
+        if old == new or not old:
+            continue
+        ratio = new / old
+        group["lr"] = group["lr"] * ratio
+        if "initial_lr" in group:
+            group["initial_lr"] = new
+        if sch_state is not None:
+            for key in ("base_lrs", "_last_lr"):
+                if sch_state.get(key):
+                    sch_state[key][i] = sch_state[key][i] * ratio
 
 
 _FUSED_ADAM_DEVICES = ("cpu", "cuda")

@@ -195,6 +195,8 @@ def test_resumed_stage_takes_the_new_learning_rate_and_epochs():
     b = stage(0.005, 6)
     b.load_state_dict(state)
     assert b.optimizers["student"].param_groups[0]["lr"] == pytest.approx(lr_a / 2)
+    assert b.schedulers["student"].get_last_lr()[0] == pytest.approx(lr_a / 2)  # what metrics.csv logs
+    assert state["optimizers"]["student"]["param_groups"][0]["lr"] == lr_a  # the checkpoint itself is not edited
     assert b.schedulers["student"].T_max == 6 and b.schedulers["student"].last_epoch == 2
     b.optimizers["student"].step()
     b.schedulers["student"].step()
