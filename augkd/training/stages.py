@@ -685,25 +685,31 @@ class MixupStage(Stage):
         return out
 
     def _rehearsal(self, ctx: RunContext, s_net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """τ²·KL(T ‖ S) on ``module3.gen_batch`` fresh images of the frozen G (eval mode, random latents), each
-        blended with a random real image of the batch ``x`` (in [0, 1]) by λ ~ U(0, gen_mix)."""
+        """τ²·KL(T ‖ S) on ``module3.gen_batch`` rehearsal images (:meth:`rehearsal_views`)."""
         c = ctx.cfg.module3
-        n = c.gen_batch
-        z = torch.randn(n, ctx.cfg.generator.latent_dim, device=ctx.device)
-        with torch.no_grad():
-            with ctx.autocast():
-                g = ctx.nets["generator"](z).float()
-            xs = random_recolor(g) if c.gen_color else g
-            xg = g
-            if c.gen_mix > 0:
-                lam = torch.rand(n, 1, 1, 1, device=ctx.device) * c.gen_mix
-                xr = x[torch.randint(0, x.shape[0], (n,), device=ctx.device)]
-                xg, xs = (1 - lam) * g + lam * xr, (1 - lam) * xs + lam * xr
-            with ctx.autocast():
-                tg = ctx.teacher(_cl(xg, ctx)).float()
+        xg, xs = self.rehearsal_views(ctx, x, c.gen_batch)
+        with torch.no_grad(), ctx.autocast():
+            tg = ctx.teacher(_cl(xg, ctx)).float()
         with ctx.autocast():
             qg = s_net(ctx.student_norm(_cl(xs, ctx)))
         return student_kd_loss(qg, tg, None, u=0.0, tau=c.tau, backend=ctx.backend)
+
+    @torch.no_grad()
+    def rehearsal_views(self, ctx: RunContext, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the teacher's view, the student's view) of ``n`` fresh images of the frozen G (eval mode, random
+        latents), each blended with a random real image of the batch ``x`` (in [0, 1]) by λ ~ U(0, gen_mix);
+        the student's view has G's part recoloured when ``module3.gen_color``."""
+        c = ctx.cfg.module3
+        z = torch.randn(n, ctx.cfg.generator.latent_dim, device=ctx.device)
+        with ctx.autocast():
+            g = ctx.nets["generator"](z).float()
+        xs = random_recolor(g) if c.gen_color else g
+        xg = g
+        if c.gen_mix > 0:
+            lam = torch.rand(n, 1, 1, 1, device=ctx.device) * c.gen_mix
+            xr = x[torch.randint(0, x.shape[0], (n,), device=ctx.device)]
+            xg, xs = (1 - lam) * g + lam * xr, (1 - lam) * xs + lam * xr
+        return xg, xs
 
     def validate(self, ctx: RunContext, epoch: int) -> tuple[float, dict[str, float]]:
         return _student_eval(ctx)
@@ -719,6 +725,13 @@ class MixupStage(Stage):
         rows = [self.mix(ctx, x, y, s)[0] for s in values]
         save_rows(rows, [f"s={s:.1f}" for s in values], out_dir / "module3_mixup.png",
                   title="Module 3: mixup images as the stage factor s grows")  # fmt: skip
+        if ctx.cfg.module3.w_gen > 0:
+            with torch.random.fork_rng(devices=[]):  # the picture does not move the run's random state
+                torch.manual_seed(ctx.cfg.train.seed)
+                views = [self.rehearsal_views(ctx, x, x.shape[0]) for _ in range(2)]
+            rows = [v for pair in views for v in pair]
+            title = "Module 3 rehearsal: G's images blended with real ones, as each network sees them"
+            save_rows(rows, ["teacher sees", "student sees"] * 2, out_dir / "module3_rehearsal.png", title=title)
 
 
 class SupervisedStage(Stage):
