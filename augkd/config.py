@@ -126,6 +126,10 @@ class Module1Config(_Base):
     # the epoch Module 1 keeps: "eval_acc1" = the student's Acc@1 on the eval split (labels); "fidelity" =
     # its top-1 agreement with the teacher on the eval images (no labels needed)
     select: Literal["eval_acc1", "fidelity"] = "eval_acc1"
+    # the student's view of every synthesised image recoloured by a random two-colour map per channel while the
+    # teacher labels the image as G drew it (as module3.gen_color): the student learns the teacher's function on
+    # those shapes in any colours and either polarity. False = the same image for both (official)
+    recolor: bool = False
     # Reuse the Module 1 result (student, generator, encoder) of another run directory with the same
     # teacher/student/data/generator/module1 settings and seed, instead of training it again. `augkd
     # compare` uses this so that every method built on Module 1 starts from the same one.
@@ -188,7 +192,8 @@ class Module3Config(_Base):
     mixed_only: bool = False  # train on the mixed half only (no separate real half)
     encoder_z: Literal["mean", "sample"] = "mean"  # as module2.encoder_z, for the mixup batches
     # Teacher-domain rehearsal (docs/decisions.md, "Module 3 rehearsal"): each step also distils the teacher on
-    # gen_batch fresh images of the frozen G (random latents, no label), w_gen·τ²·KL(T ‖ S) added to the loss,
+    # gen_batch fresh images (per device; each rank draws its own latents) of the frozen G (random latents, no
+    # label), w_gen·τ²·KL(T ‖ S) added to the loss,
     # so the student keeps the teacher's function on its own domain while it fits the few real images.
     # 0 = the paper (off)
     w_gen: float = Field(0.0, ge=0)

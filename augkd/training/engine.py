@@ -306,6 +306,8 @@ def _rescale_saved_lrs(opt_state: dict[str, Any], sch_state: dict[str, Any] | No
     live optimiser nor a scheduler's private attributes are written; a group whose base is unchanged keeps
     its values exactly.
     """
+    if len(opt_state["param_groups"]) != len(new_base):
+        return  # the optimiser's own load_state_dict then refuses the checkpoint with its clear message
     groups = [dict(g) for g in opt_state["param_groups"]]
     opt_state["param_groups"] = groups
     if sch_state is not None:

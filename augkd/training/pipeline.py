@@ -329,6 +329,9 @@ def _module1_signature(cfg: DistillConfig) -> dict[str, Any]:
     d = config_to_dict(cfg)
     sig = {k: d[k] for k in MODULE1_KEYS}
     sig["module1"] = {k: v for k, v in sig["module1"].items() if k != "init_from"}
+    # data.recolor changes only the real images of the later stages (and augment/hflip likewise): Module 1 never
+    # trains on real images
+    sig["data"] = {k: v for k, v in sig["data"].items() if k != "recolor"}
     if cfg.module1.stats_target == "teacher":  # Module 1 then never reads the labelled training images:
         sig["data"] = {k: v for k, v in sig["data"].items() if k != "shots_per_class"}  # one serves every K
     sig["seed"] = cfg.train.seed

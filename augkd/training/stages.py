@@ -227,8 +227,9 @@ class DataFreeStage(Stage):
         step that maps (``x_e``, label ``y_e``) back to the latents ``z`` that generated ``x_e``."""
         c = ctx.cfg.module1
         s, e = ctx.net("student"), ctx.net("encoder")
+        xs = random_recolor(x) if c.recolor else x
         with ctx.autocast():
-            s_out = s(ctx.student_norm(x))
+            s_out = s(ctx.student_norm(xs))
             ls = student_kd_loss(s_out, t, None, u=0.0, tau=c.kd_tau, backend=ctx.backend)
         ctx.check_finite({"loss": ls}, "module1 student step")
         self.optimize(ctx, "student", ls)
@@ -674,7 +675,7 @@ class MixupStage(Stage):
                     t = ctx.nets["student"](inputs)  # DDP forward per backward; its gradients still all-reduce)
             loss = student_kd_loss(q, t, labels, c.u, c.tau, ctx.backend)
             if c.w_gen > 0:
-                loss = loss + c.w_gen * self._rehearsal(ctx, s_net, x)
+                loss = loss + c.w_gen * self._rehearsal(ctx, x)
             ctx.check_finite({"loss": loss}, "module3")
             self.optimize(ctx, "student", loss)
             self.schedulers["student"].step()
@@ -684,14 +685,18 @@ class MixupStage(Stage):
         out["s"], out["lr"] = s, lr
         return out
 
-    def _rehearsal(self, ctx: RunContext, s_net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """τ²·KL(T ‖ S) on ``module3.gen_batch`` rehearsal images (:meth:`rehearsal_views`)."""
+    def _rehearsal(self, ctx: RunContext, x: torch.Tensor) -> torch.Tensor:
+        """τ²·KL(T ‖ S) on ``module3.gen_batch`` rehearsal images (:meth:`rehearsal_views`).
+
+        The student's second forward of the step goes through the plain module (one DDP forward per backward,
+        as in the official-code branch; the weights' gradients still all-reduce). In train mode its BatchNorm
+        running statistics are updated by these G images too."""
         c = ctx.cfg.module3
         xg, xs = self.rehearsal_views(ctx, x, c.gen_batch)
         with torch.no_grad(), ctx.autocast():
             tg = ctx.teacher(_cl(xg, ctx)).float()
         with ctx.autocast():
-            qg = s_net(ctx.student_norm(_cl(xs, ctx)))
+            qg = ctx.nets["student"](ctx.student_norm(_cl(xs, ctx)))
         return student_kd_loss(qg, tg, None, u=0.0, tau=c.tau, backend=ctx.backend)
 
     @torch.no_grad()
@@ -726,7 +731,8 @@ class MixupStage(Stage):
         save_rows(rows, [f"s={s:.1f}" for s in values], out_dir / "module3_mixup.png",
                   title="Module 3: mixup images as the stage factor s grows")  # fmt: skip
         if ctx.cfg.module3.w_gen > 0:
-            with torch.random.fork_rng(devices=[]):  # the picture does not move the run's random state
+            cuda = [ctx.device] if torch.device(ctx.device).type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):  # the picture does not move the run's random state
                 torch.manual_seed(ctx.cfg.train.seed)
                 views = [self.rehearsal_views(ctx, x, x.shape[0]) for _ in range(2)]
             rows = [v for pair in views for v in pair]

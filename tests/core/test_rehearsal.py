@@ -18,7 +18,14 @@ from augkd.training import distill
 from augkd.training.stages import MixupStage, recolor
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
-REHEARSE = ["module3.w_gen=1", "module3.gen_batch=16", "module3.gen_mix=0.5", "module3.gen_color=true"]
+REHEARSE = [
+    "module3.w_gen=1",
+    "module3.gen_batch=16",
+    "module3.gen_mix=0.5",
+    "module3.gen_color=true",
+    "data.recolor=true",
+    "module1.recolor=true",
+]
 
 
 def test_recolor_by_hand():
@@ -57,7 +64,7 @@ def test_rehearsal_loss_by_hand(gen_mix, gen_color):
     stage = MixupStage(epochs=1)
     torch.manual_seed(11)
     student = ctx.nets["student"]
-    got = stage._rehearsal(ctx, student, x)
+    got = stage._rehearsal(ctx, x)
     # the same draws in the same order, then the formula written out
     torch.manual_seed(11)
     z = torch.randn(5, 4)
@@ -69,7 +76,6 @@ def test_rehearsal_loss_by_hand(gen_mix, gen_color):
     xt = g
     if gen_mix > 0:
         lam = torch.rand(5, 1, 1, 1) * gen_mix
-        assert float(lam.max()) <= gen_mix
         xr = x[torch.randint(0, 3, (5,))]
         xt, xs = (1 - lam) * g + lam * xr, (1 - lam) * xs + lam * xr
     p_t = F.softmax(ctx.teacher(xt) / tau, dim=1)
@@ -78,6 +84,7 @@ def test_rehearsal_loss_by_hand(gen_mix, gen_color):
     assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-6)
     got.backward()  # the loss reaches the student's weights
     assert student[1].weight.grad is not None and student[1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in ctx.nets["generator"].parameters())  # G is only read
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -86,12 +93,14 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_rehearsal_changes_module3_and_resumes_exactly(tmp_path):
+    """Rehearsal, recoloured real images (every stage) and recoloured Module 1 views: they change the run,
+    and a run killed inside Module 3 resumes to the same metrics and test scores."""
     fast = ["train.save_images=false", "module1.epochs=1", "module3.epochs=4"]
     distill(load_config(SMOKE, fast), tmp_path / "off")
     full = distill(load_config(SMOKE, [*fast, *REHEARSE]), tmp_path / "full")
-    off_rows = [r for r in _rows(tmp_path / "off" / "metrics.csv") if r["stage"] == "module3"]
-    on_rows = [r for r in _rows(tmp_path / "full" / "metrics.csv") if r["stage"] == "module3"]
-    assert [r["m3_loss"] for r in off_rows] != [r["m3_loss"] for r in on_rows]  # the term takes part
+    off_rows, on_rows = _rows(tmp_path / "off" / "metrics.csv"), _rows(tmp_path / "full" / "metrics.csv")
+    for stage, key in (("module1", "s_kl"), ("module3", "m3_loss")):  # each option takes part
+        assert [r[key] for r in off_rows if r["stage"] == stage] != [r[key] for r in on_rows if r["stage"] == stage]
 
     class Stop(Exception):
         pass
@@ -105,3 +114,22 @@ def test_rehearsal_changes_module3_and_resumes_exactly(tmp_path):
     resumed = distill(load_config(SMOKE, [*fast, *REHEARSE]), tmp_path / "killed", resume=True)
     assert _rows(tmp_path / "killed" / "metrics.csv") == _rows(tmp_path / "full" / "metrics.csv")
     assert resumed.test == full.test
+
+
+def test_rehearsal_picture_leaves_the_random_state(tmp_path, monkeypatch):
+    """images/module3_rehearsal.png is drawn, and drawing it does not move the run's random state."""
+    import augkd.training.stages as stages
+
+    seen = {}
+    real_images = stages.MixupStage.images
+
+    def spy(self, ctx, out_dir):
+        before = torch.get_rng_state()
+        real_images(self, ctx, out_dir)
+        seen["same"] = torch.equal(before, torch.get_rng_state())
+
+    monkeypatch.setattr(stages.MixupStage, "images", spy)
+    over = ["module1.epochs=1", "module2.epochs=1", "module3.epochs=1", *REHEARSE]
+    distill(load_config(SMOKE, over), tmp_path / "run")
+    assert seen == {"same": True}
+    assert (tmp_path / "run" / "images" / "module3_rehearsal.png").stat().st_size > 1000
