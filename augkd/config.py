@@ -205,6 +205,8 @@ class Module3Config(_Base):
     # c0 + g·(c1 − c0), c0, c1 ~ U[0, 1]³ per image (either polarity, any colours); the teacher labels the
     # image G drew, so its label carries over to the recoloured shape. False = the same image for both
     gen_color: bool = False
+    # recolour G's part of the anchor mixtures in the student's view the same way (the teacher sees them as drawn)
+    mix_color: bool = False
 
 
 class KDConfig(_Base):

@@ -646,7 +646,8 @@ class MixupStage(Stage):
         g = g.float()
         norm = ctx.student_norm
         x_m = fused_mixup(g, x, s, backend=ctx.backend)
-        x_mn = fused_mixup(g, xv, s, norm.mean.flatten(), norm.std.flatten(), backend=ctx.backend)
+        gv = random_recolor(g) if x_view is not None and ctx.cfg.module3.mix_color else g
+        x_mn = fused_mixup(gv, xv, s, norm.mean.flatten(), norm.std.flatten(), backend=ctx.backend)
         return x_m, x_mn
 
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:

@@ -23,6 +23,7 @@ REHEARSE = [
     "module3.gen_batch=16",
     "module3.gen_mix=0.5",
     "module3.gen_color=true",
+    "module3.mix_color=true",
     "data.recolor=true",
     "module1.recolor=true",
 ]
