@@ -43,25 +43,6 @@ from pathlib import Path
 import torch
 
 PRESET = "configs/svhn-mnist-10shot.yaml"
-FIELDS = [
-    "op",
-    "provider",
-    "mode",
-    "metric",
-    "unit",
-    "x_name",
-    "x_value",
-    "p50",
-    "p20",
-    "p80",
-    "extra_config_json",
-    "device_name",
-    "torch_version",
-    "triton_version",
-    "augkd_version",
-    "git_sha",
-    "timestamp",
-]
 
 
 # --- one rank ---------------------------------------------------------------------------------------
@@ -375,8 +356,10 @@ def main() -> None:
     rows += ctrl
     Path(stem).parent.mkdir(parents=True, exist_ok=True)
     csv_path = Path(f"{stem}.csv")
+    from augkd.kernels.bench import ROW_FIELDS  # the one tidy schema of every timing benchmark
+
     with csv_path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w = csv.DictWriter(fh, fieldnames=ROW_FIELDS)
         w.writeheader()
         w.writerows(rows)
     meta = {"benchmark": "ddp_scaling", "preset": PRESET, "args": vars(args), "cpu_count": os.cpu_count(), **env}
