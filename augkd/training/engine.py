@@ -310,10 +310,10 @@ def _rescale_saved_lrs(opt_state: dict[str, Any], sch_state: dict[str, Any] | No
         return  # the optimiser's own load_state_dict then refuses the checkpoint with its clear message
     groups = [dict(g) for g in opt_state["param_groups"]]
     opt_state["param_groups"] = groups
+    # the scheduler's per-group lists, copied: the scheduler's base rates and last rates (what get_last_lr returns)
+    lr_lists = {k: list(v) for k, v in (sch_state or {}).items() if k in ("base_lrs", "_last_lr") and v}
     if sch_state is not None:
-        for key in ("base_lrs", "_last_lr"):
-            if sch_state.get(key):
-                sch_state[key] = list(sch_state[key])
+        sch_state.update(lr_lists)
     for i, group in enumerate(groups):
         old, new = group.get("initial_lr", group["lr"]), new_base[i]
         if old == new or not old:
@@ -322,10 +322,8 @@ def _rescale_saved_lrs(opt_state: dict[str, Any], sch_state: dict[str, Any] | No
         group["lr"] = group["lr"] * ratio
         if "initial_lr" in group:
             group["initial_lr"] = new
-        if sch_state is not None:
-            for key in ("base_lrs", "_last_lr"):
-                if sch_state.get(key):
-                    sch_state[key][i] = sch_state[key][i] * ratio
+        for lrs in lr_lists.values():
+            lrs[i] = lrs[i] * ratio
 
 
 _FUSED_ADAM_DEVICES = ("cpu", "cuda")
