@@ -207,6 +207,9 @@ class Module3Config(_Base):
     gen_color: bool = False
     # recolour G's part of the anchor mixtures in the student's view the same way (the teacher sees them as drawn)
     mix_color: bool = False
+    # the rehearsal forward updates the student's BatchNorm running statistics (eval mode's) with G's images;
+    # False: they come from the real (and mixup) batch alone, the images eval and deployment see
+    gen_bn_stats: bool = True
 
 
 class KDConfig(_Base):

@@ -349,6 +349,26 @@ def set_trainable(net: nn.Module, trainable: bool) -> None:
 
 
 @contextlib.contextmanager
+def frozen_bn_stats(net: nn.Module) -> Iterator[None]:
+    """Temporarily keep the BatchNorm running statistics (and batch counts) of ``net`` as they are.
+
+    Train-mode forwards inside still normalise with the batch's own statistics (the gradient is unchanged);
+    only the running estimates that eval mode uses are left alone (momentum 0; the counts are restored so a
+    cumulative-average BatchNorm, momentum None, is not shifted either)."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (mom, count) in zip(bns, saved, strict=True):
+            m.momentum = mom
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
+@contextlib.contextmanager
 def frozen_weights(net: nn.Module) -> Iterator[None]:
     """Temporarily stop weight gradients of ``net`` (mode unchanged), e.g. the student in the G step."""
     flags = [p.requires_grad for p in net.parameters()]

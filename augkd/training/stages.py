@@ -16,6 +16,7 @@ class-balance term and the student/generator BatchNorm layers.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from augkd.kernels import fused_mixup, latent_mix
 from augkd.methods import get_method
 from augkd.training.bank import ImageBank
-from augkd.training.engine import RunContext, Stage, adam, frozen_weights, set_trainable
+from augkd.training.engine import RunContext, Stage, adam, frozen_bn_stats, frozen_weights, set_trainable
 from augkd.training.losses import (
     BNStatsHook,
     FeatureHook,
@@ -691,12 +692,13 @@ class MixupStage(Stage):
 
         The student's second forward of the step goes through the plain module (one DDP forward per backward,
         as in the official-code branch; the weights' gradients still all-reduce). In train mode its BatchNorm
-        running statistics are updated by these G images too."""
+        running statistics are updated by these G images too, unless ``module3.gen_bn_stats`` is false."""
         c = ctx.cfg.module3
         xg, xs = self.rehearsal_views(ctx, x, c.gen_batch)
         with torch.no_grad(), ctx.autocast():
             tg = ctx.teacher(_cl(xg, ctx)).float()
-        with ctx.autocast():
+        keep = frozen_bn_stats(ctx.nets["student"]) if not c.gen_bn_stats else contextlib.nullcontext()
+        with keep, ctx.autocast():
             qg = ctx.nets["student"](ctx.student_norm(_cl(xs, ctx)))
         return student_kd_loss(qg, tg, None, u=0.0, tau=c.tau, backend=ctx.backend)
 

@@ -47,7 +47,7 @@ def _ctx(gen_mix: float, gen_color: bool, tau: float) -> SimpleNamespace:
         nn.Sequential(nn.Flatten(), nn.Linear(8, n_cls)),
     )
     teacher.requires_grad_(False)
-    m3 = SimpleNamespace(gen_batch=5, gen_mix=gen_mix, gen_color=gen_color, tau=tau)
+    m3 = SimpleNamespace(gen_batch=5, gen_mix=gen_mix, gen_color=gen_color, tau=tau, gen_bn_stats=True)
     cfg = SimpleNamespace(
         module3=m3, generator=SimpleNamespace(latent_dim=latent), train=SimpleNamespace(channels_last=False)
     )
@@ -86,6 +86,29 @@ def test_rehearsal_loss_by_hand(gen_mix, gen_color):
     got.backward()  # the loss reaches the student's weights
     assert student[1].weight.grad is not None and student[1].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in ctx.nets["generator"].parameters())  # G is only read
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])  # exponential and cumulative-average BatchNorm
+def test_frozen_bn_stats_keeps_running_statistics(momentum):
+    """module3.gen_bn_stats=false: the rehearsal forward normalises with its batch's statistics (same loss and
+    gradient as with updates) but leaves the running statistics, counts and momentum as they were."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(8, momentum=momentum)
+    bn.running_mean.fill_(0.3)
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    ctx = _ctx(0.5, True, 2.0)
+    ctx.nets["student"] = nn.Sequential(nn.Flatten(), bn, nn.Linear(8, 3))
+    x = torch.rand(3, 2, 2, 2)
+    losses = {}
+    for keep in (False, True):
+        ctx.cfg.module3.gen_bn_stats = not keep
+        bn.load_state_dict(before)
+        torch.manual_seed(11)
+        losses[keep] = MixupStage(epochs=1)._rehearsal(ctx, x)
+        changed = any(not torch.equal(v, before[k]) for k, v in bn.state_dict().items())
+        assert changed is not keep  # updated without the freeze, untouched with it
+    assert losses[True].item() == pytest.approx(losses[False].item(), rel=1e-6)
+    assert bn.momentum == momentum and bn.training
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
