@@ -697,7 +697,7 @@ class MixupStage(Stage):
         xg, xs = self.rehearsal_views(ctx, x, c.gen_batch)
         with torch.no_grad(), ctx.autocast():
             tg = ctx.teacher(_cl(xg, ctx)).float()
-        keep = frozen_bn_stats(ctx.nets["student"]) if not c.gen_bn_stats else contextlib.nullcontext()
+        keep = contextlib.nullcontext() if c.gen_bn_stats else frozen_bn_stats(ctx.nets["student"])
         with keep, ctx.autocast():
             qg = ctx.nets["student"](ctx.student_norm(_cl(xs, ctx)))
         return student_kd_loss(qg, tg, None, u=0.0, tau=c.tau, backend=ctx.backend)
