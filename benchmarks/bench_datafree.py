@@ -40,6 +40,14 @@ VARIANTS: dict[str, list[str]] = {
     "bank-input-k10-e1": [*BANK_INPUT, "module1.student_steps=10", "module1.encoder_steps=1"],
     # twice the student steps per generator step: the student, not the generator, is what lags
     "bank-input-k20-e1": [*BANK_INPUT, "module1.student_steps=20", "module1.encoder_steps=1"],
+    # every synthesised image stays in the bank (750 × 128 = 96k): the student keeps training on the early
+    # generator's images too, instead of only the last ~150 generator steps' (the 20k bank)
+    "bank-input-k20-e1-all": [
+        *BANK_INPUT,
+        "module1.student_steps=20",
+        "module1.encoder_steps=1",
+        "module1.bank_size=96000",
+    ],
     "bank-input-k20-e1-bnmean": [
         *BANK_INPUT,
         "module1.student_steps=20",

@@ -15,12 +15,13 @@ as a line), with the CPU named.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
 import statistics
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import write_rows
 
 METHODS = "scratch,kd,dfkd-ft,augkd"
 
@@ -70,8 +71,6 @@ def main() -> None:
     ap.add_argument("--results", default="benchmarks/results")
     args = ap.parse_args()
 
-    from augkd.utils import cpu_name, git_sha
-
     t0 = time.time()
     acc: dict[tuple[str, int], list[float]] = {}
     teacher = 0.0
@@ -85,26 +84,9 @@ def main() -> None:
         {"method": m, "shots": k, "acc1_mean": statistics.fmean(v), "acc1_std": statistics.pstdev(v), "seeds": len(v)}
         for (m, k), v in acc.items()
     ]
-    res = Path(args.results)
-    res.mkdir(parents=True, exist_ok=True)
-    stem = res / f"shots-{args.preset}"
-    with stem.with_suffix(".csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    meta = {
-        "preset": args.preset,
-        "overrides": args.set,
-        "module1": args.module1,
-        "teacher_acc1": teacher,
-        "cpu": cpu_name(),
-        "git_sha": git_sha(),
-        "wall_s": time.time() - t0,
-        "load_avg_at_end": os.getloadavg(),
-        "rows": rows,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    stem = Path(args.results) / f"shots-{args.preset}"
+    meta = {"preset": args.preset, "overrides": args.set, "module1": args.module1, "teacher_acc1": teacher}
+    write_rows(stem, rows, **meta, wall_s=time.time() - t0)
     plot(rows, teacher, stem.with_suffix(".png"))
     for r in rows:
         print(f"{r['method']:<16} {r['shots']:>3} shots  {r['acc1_mean']:5.1f} ± {r['acc1_std']:.1f}  ({r['seeds']})")

@@ -13,11 +13,13 @@ with the CPU named.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import write_rows
 
 E200 = ["module3.epochs=200", "kd.epochs=200"]  # the preset's earlier epoch count
 ENC = ["module2.w_encoder=1", "module2.e_lr=1e-3"]
@@ -88,28 +90,10 @@ def main() -> None:
     ap.add_argument("--tag", required=True)
     args = ap.parse_args()
 
-    from augkd.utils import cpu_name, git_sha
-
     t0 = time.time()
     rows = [run_variant(args.preset, Path(args.module1), Path(args.work), n) for n in args.variants.split(",")]
-    res = Path(args.results)
-    res.mkdir(parents=True, exist_ok=True)
-    stem = res / f"anchors-{args.tag}"
-    with (stem.with_suffix(".csv")).open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    meta = {
-        "preset": args.preset,
-        "module1": str(args.module1),
-        "cpu": cpu_name(),
-        "git_sha": git_sha(),
-        "wall_s": time.time() - t0,
-        "load_avg_at_end": os.getloadavg(),
-        "rows": rows,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    stem = Path(args.results) / f"anchors-{args.tag}"
+    write_rows(stem, rows, preset=args.preset, module1=str(args.module1), wall_s=time.time() - t0)
     plot(rows, stem.with_suffix(".png"))
     for r in rows:
         recon, std = str(r["recon_agree"])[:5], str(r["anchor_std_ratio"])[:5]
