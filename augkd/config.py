@@ -106,6 +106,12 @@ class Module1Config(_Base):
     # memory bank: keep the last bank_size generated images (uint8) and train the student on batches drawn
     # from all of them (Fast-DFKD / CMI); 0 = the official fresh batch of G for every student step
     bank_size: int = Field(0, ge=0)
+    # bank mode: each batch the student draws is augmented before the teacher labels it (the student learns the
+    # teacher's function between and around the synthesised images): bank_mixup α > 0 blends each image with
+    # another of the batch, λ ~ Beta(α, α); bank_rotate > 0 rotates by U(±bank_rotate)° and magnifies by
+    # U(0.9, 1.1). 0 = off (official)
+    bank_mixup: float = Field(0.0, ge=0)
+    bank_rotate: float = Field(0.0, ge=0, le=180)
     kd_tau: float = Field(1.0, gt=0)  # temperature of the student's KL to the teacher in Module 1
     # image priors in the generator loss: the teacher's input statistics (its normalisation constants: mean
     # 0 and variance 1 after them) and total variation (DeepInversion); 0 = off (official)
@@ -141,6 +147,11 @@ class Module1Config(_Base):
             raise ValueError(
                 f"module1.encoder_steps={self.encoder_steps} exceeds module1.student_steps="
                 f"{self.student_steps}: the encoder steps are the first n of the k student steps"
+            )
+        if (self.bank_mixup > 0 or self.bank_rotate > 0) and self.bank_size == 0:
+            raise ValueError(
+                "module1.bank_mixup and module1.bank_rotate augment the batches drawn from the memory bank: "
+                "set module1.bank_size > 0"
             )
         if self.w_contrast > 0 and self.bank_size == 0:
             raise ValueError(

@@ -48,6 +48,19 @@ VARIANTS: dict[str, list[str]] = {
         "module1.encoder_steps=1",
         "module1.bank_size=96000",
     ],
+    # the student's bank draws augmented before the teacher labels them: mixup within the batch / rotation
+    "bank-input-k20-e1-mix": [
+        *BANK_INPUT,
+        "module1.student_steps=20",
+        "module1.encoder_steps=1",
+        "module1.bank_mixup=1",
+    ],
+    "bank-input-k20-e1-rot": [
+        *BANK_INPUT,
+        "module1.student_steps=20",
+        "module1.encoder_steps=1",
+        "module1.bank_rotate=15",
+    ],
     "bank-input-k20-e1-bnmean": [
         *BANK_INPUT,
         "module1.student_steps=20",

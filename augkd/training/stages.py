@@ -76,6 +76,31 @@ def jitter(x: torch.Tensor, pixels: int) -> torch.Tensor:
     return pad[..., dy : dy + h, dx : dx + w]
 
 
+def rotate_scale(x: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Rotate each image of ``x`` [B, C, H, W] by ``degrees[b]`` (clockwise as displayed) about its centre and
+    magnify it by ``scale[b]``, bilinear, zeros outside (the black background of the synthesised images)."""
+    rad = degrees.to(x.dtype) * (math.pi / 180.0)
+    cos, sin = torch.cos(rad) / scale, torch.sin(rad) / scale
+    zero = torch.zeros_like(cos)
+    # affine_grid maps output to input coordinates: the inverse rotation, divided by the magnification
+    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def augment_draw(x: torch.Tensor, mixup: float, rotate: float) -> torch.Tensor:
+    """Module 1's augmentation of a batch drawn from the bank, before the teacher labels it (bank_mixup,
+    bank_rotate): each image blended with another of the batch, λ ~ Beta(α, α) per image, then rotated by
+    U(±rotate) degrees and magnified by U(0.9, 1.1). 0 = off; with both off ``x`` itself is returned."""
+    if mixup > 0:
+        lam = torch.distributions.Beta(mixup, mixup).sample((x.shape[0], 1, 1, 1)).to(x.device, x.dtype)
+        x = lam * x + (1 - lam) * x[torch.randperm(x.shape[0], device=x.device)]
+    if rotate > 0:
+        deg = (torch.rand(x.shape[0], device=x.device) * 2 - 1) * rotate
+        x = rotate_scale(x, deg, 0.9 + 0.2 * torch.rand(x.shape[0], device=x.device, dtype=x.dtype))
+    return x
+
+
 def recolor(x: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
     """A two-colour map of images ``x`` in [0, 1]: ``c0 + x·(c1 − c0)`` per image and channel, where
     ``colors[0]``, ``colors[1]`` (each N×C×1×1 in [0, 1]) are the colours of 0 and 1; the result stays in [0, 1]."""
@@ -200,7 +225,8 @@ class DataFreeStage(Stage):
 
     def _bank_steps(self, ctx: RunContext, bsz: int, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         """Bank mode: the G step's images join the bank; k student steps on batches drawn from the whole bank
-        (jittered, the teacher scoring each drawn batch); k encoder steps on the G step's own (z, x) pairs."""
+        (augmented and jittered, the teacher scoring each drawn batch); k encoder steps on the G step's own
+        (z, x) pairs."""
         c = ctx.cfg.module1
         assert self.bank is not None
         z, x_new, y_new = batch
@@ -208,7 +234,7 @@ class DataFreeStage(Stage):
         out: list[dict[str, torch.Tensor]] = []
         n_enc = c.encoder_steps or c.student_steps
         for i in range(c.student_steps):
-            x = _cl(jitter(self.bank.sample(bsz), c.jitter), ctx)
+            x = _cl(jitter(augment_draw(self.bank.sample(bsz), c.bank_mixup, c.bank_rotate), c.jitter), ctx)
             with torch.no_grad(), ctx.autocast():
                 t = ctx.teacher(x).float()
             out.append(self._student_encoder_step(ctx, x, t, x_new, y_new, z, train_encoder=i < n_enc))

@@ -16,7 +16,7 @@ from augkd.config import Module1Config, load_config
 from augkd.training import distill
 from augkd.training.bank import ImageBank
 from augkd.training.losses import BNStatsHook, generator_loss
-from augkd.training.stages import jitter
+from augkd.training.stages import augment_draw, jitter, rotate_scale
 
 SMOKE = "configs/smoke.yaml"
 BANK = [
@@ -111,8 +111,38 @@ def _rows(path):
         return [{k: v for k, v in r.items() if k not in ("train_s", "eval_s")} for r in csv.DictReader(fh)]
 
 
+# the resume check runs with the bank draws' augmentations on: their random draws must resume exactly too
+BANK_AUG = [*BANK, "module1.bank_mixup=1", "module1.bank_rotate=15"]
+
+
+def test_rotate_scale_by_hand():
+    x = torch.rand(3, 2, 8, 8)
+    y = rotate_scale(x, torch.tensor([90.0, 0.0, 0.0]), torch.tensor([1.0, 1.0, 0.5]))
+    assert torch.allclose(y[0], torch.rot90(x[0], -1, dims=(1, 2)), atol=1e-5)  # clockwise as displayed
+    assert torch.allclose(y[1], x[1], atol=1e-6)
+    ones = rotate_scale(torch.ones(1, 1, 8, 8), torch.zeros(1), torch.tensor([0.5]))[0, 0]
+    assert torch.allclose(ones[2:6, 2:6], torch.ones(4, 4)) and ones[0].abs().max() == 0  # halved, zeros around
+
+
+def test_augment_draw_mixes_within_the_batch():
+    x = torch.arange(1.0, 9.0).view(8, 1, 1, 1).expand(8, 3, 4, 4).contiguous() / 8  # image i is constant (i+1)/8
+    assert augment_draw(x, 0.0, 0.0) is x
+    torch.manual_seed(0)
+    lam = torch.distributions.Beta(1.0, 1.0).sample((8, 1, 1, 1))
+    perm = torch.randperm(8)
+    torch.manual_seed(0)
+    y = augment_draw(x, 1.0, 0.0)
+    assert torch.allclose(y, lam * x + (1 - lam) * x[perm])
+    assert ((y >= x.amin()) & (y <= x.amax())).all()  # convex: never outside the batch's range
+
+
+def test_bank_augmentation_needs_the_bank():
+    with pytest.raises(ValueError, match="bank_size > 0"):
+        Module1Config(bank_rotate=10)
+
+
 def test_bank_run_health_figures_and_exact_resume(tmp_path):
-    full = distill(load_config(SMOKE, BANK), tmp_path / "full")
+    full = distill(load_config(SMOKE, BANK_AUG), tmp_path / "full")
     rows = _rows(tmp_path / "full" / "metrics.csv")
     assert [float(r["bank_images"]) for r in rows] == [96.0, 100.0, 100.0]  # 3 iterations × 32 per epoch, cap 100
     for r in rows:
@@ -140,8 +170,8 @@ def test_bank_run_health_figures_and_exact_resume(tmp_path):
             raise Stop  # before epoch 1's checkpoint: state.pt holds epoch 0 and a bank of 96 images
 
     with pytest.raises(Stop):
-        distill(load_config(SMOKE, BANK), tmp_path / "killed", on_epoch_end=[stop_after_second_epoch])
-    resumed = distill(load_config(SMOKE, BANK), tmp_path / "killed", resume=True)
+        distill(load_config(SMOKE, BANK_AUG), tmp_path / "killed", on_epoch_end=[stop_after_second_epoch])
+    resumed = distill(load_config(SMOKE, BANK_AUG), tmp_path / "killed", resume=True)
     assert _rows(tmp_path / "killed" / "metrics.csv") == rows
     assert resumed.test == full.test
 
