@@ -65,14 +65,14 @@ def test_bad_values_are_one_line_errors(tmp_path):
 
 
 def test_mnist_datafree_bank_preset_is_the_measured_recipe():
-    """configs/mnist-datafree-bank.yaml must be what benchmarks/results/datafree-mnist-datafree-e30-3seeds.*
-    measured: the mnist-datafree preset with bench_datafree's bank-input-k20-e1 variant at 30 epochs."""
+    """configs/mnist-datafree-bank.yaml must be what benchmarks/results/datafree-mnist-datafree-e30-mix-3seeds.*
+    measured: the mnist-datafree preset with bench_datafree's bank-input-k20-e1-mix variant at 30 epochs."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_datafree", "benchmarks/bench_datafree.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     measured = load_config(
-        "configs/mnist-datafree.yaml", ["method=dfkd", *bench.VARIANTS["bank-input-k20-e1"], "module1.epochs=30"]
+        "configs/mnist-datafree.yaml", ["method=dfkd", *bench.VARIANTS["bank-input-k20-e1-mix"], "module1.epochs=30"]
     )
     assert load_config("configs/mnist-datafree-bank.yaml") == measured
