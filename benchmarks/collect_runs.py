@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -61,7 +62,7 @@ def collect(
     for root in roots:
         for summ in sorted(root.rglob("summary.json")):
             run = summ.parent
-            summary = yaml.safe_load(summ.read_text())  # JSON is YAML; one reader for both files
+            summary = json.loads(summ.read_text())  # not yaml: PyYAML reads JSON's 1e-05 as a string
             if not isinstance(summary, dict) or "method" not in summary:  # e.g. augkd compare's overview
                 continue
             cfg_file = run / "config.yaml"

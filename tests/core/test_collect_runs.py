@@ -15,7 +15,7 @@ _SPEC.loader.exec_module(collect_runs)
 def _run(root: Path, rel: str, method: str, seed: int, acc: float, lr: float, evals: list[float]) -> None:
     d = root / rel
     d.mkdir(parents=True)
-    summary = {"method": method, "seed": seed, "test": {"acc1": acc}, "best_eval_acc1": max(evals)}
+    summary = {"method": method, "seed": seed, "test": {"acc1": acc}, "best_eval_acc1": max(evals), "lr": 1e-05}
     (d / "summary.json").write_text(json.dumps(summary))
     (d / "config.yaml").write_text(f"method: {method}\nmodule3:\n  lr: {lr}\n")
     lines = ["stage,epoch,loss,eval_acc1"] + [f"kd,{i},1.0,0.0" for i in range(2)]
@@ -27,10 +27,13 @@ def test_rows_carry_summary_config_and_curve_figures(tmp_path):
     _run(tmp_path, "a/seed0", "augkd", 0, 0.61, 0.003, [0.2, 0.5, 0.4, 0.6, 0.3])
     _run(tmp_path, "b/seed1", "kd", 1, 0.55, 0.001, [0.1, 0.2])
     (tmp_path / "summary.json").write_text(json.dumps({"methods": {}}))  # a compare overview: skipped
-    rows = collect_runs.collect([tmp_path], ["test.acc1", "missing.key"], ["module3.lr"], ["module3:eval_acc1"], 3)
+    rows = collect_runs.collect(
+        [tmp_path], ["test.acc1", "missing.key", "lr"], ["module3.lr"], ["module3:eval_acc1"], 3
+    )
     assert [r["run"] for r in rows] == ["a/seed0", "b/seed1"]
     a, b = rows
     assert (a["method"], a["seed"], a["test.acc1"], a["missing.key"], a["module3.lr"]) == ("augkd", 0, 0.61, "", 0.003)
+    assert a["lr"] == 1e-05  # a float in exponent notation stays a float
     assert a["module3.eval_acc1.best"] == 0.6 and a["module3.eval_acc1.last"] == 0.3
     assert abs(a["module3.eval_acc1.tail_mean"] - (0.4 + 0.6 + 0.3) / 3) < 1e-12  # the kd rows are not counted
     assert abs(b["module3.eval_acc1.tail_mean"] - 0.15) < 1e-12  # fewer epochs than the tail: all of them
