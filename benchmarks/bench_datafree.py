@@ -21,6 +21,8 @@ from pathlib import Path
 # the memory bank, the adversarial term masked to T/S agreement and jitter; then with the input-statistics prior
 BANK = ["module1.bank_size=20000", "module1.adv_mask=true", "module1.jitter=2"]
 BANK_INPUT = [*BANK, "module1.w_input=10"]
+# twice the student steps per generator step (the student, not the generator, is what lags), one encoder step
+K20_E1 = [*BANK_INPUT, "module1.student_steps=20", "module1.encoder_steps=1"]
 VARIANTS: dict[str, list[str]] = {
     "official": ["module1.bank_size=0", "module1.adv_mask=false", "module1.jitter=0", "module1.kd_tau=1"],
     "bank": BANK,
@@ -38,43 +40,16 @@ VARIANTS: dict[str, list[str]] = {
     "bank-input-k10-bnmean5": [*BANK_INPUT, "module1.student_steps=10", "module1.bn_form=layer_mean", "module1.w_bn=5"],
     # the same with one encoder step per generator step (E only serves Modules 2 and 3): ~30% less time
     "bank-input-k10-e1": [*BANK_INPUT, "module1.student_steps=10", "module1.encoder_steps=1"],
-    # twice the student steps per generator step: the student, not the generator, is what lags
-    "bank-input-k20-e1": [*BANK_INPUT, "module1.student_steps=20", "module1.encoder_steps=1"],
+    "bank-input-k20-e1": K20_E1,
     # every synthesised image stays in the bank (750 × 128 = 96k): the student keeps training on the early
     # generator's images too, instead of only the last ~150 generator steps' (the 20k bank)
-    "bank-input-k20-e1-all": [
-        *BANK_INPUT,
-        "module1.student_steps=20",
-        "module1.encoder_steps=1",
-        "module1.bank_size=96000",
-    ],
+    "bank-input-k20-e1-all": [*K20_E1, "module1.bank_size=96000"],
     # the student's bank draws augmented before the teacher labels them: mixup within the batch / rotation
-    "bank-input-k20-e1-mix": [
-        *BANK_INPUT,
-        "module1.student_steps=20",
-        "module1.encoder_steps=1",
-        "module1.bank_mixup=1",
-    ],
-    "bank-input-k20-e1-rot": [
-        *BANK_INPUT,
-        "module1.student_steps=20",
-        "module1.encoder_steps=1",
-        "module1.bank_rotate=15",
-    ],
-    "bank-input-k20-e1-bnmean": [
-        *BANK_INPUT,
-        "module1.student_steps=20",
-        "module1.encoder_steps=1",
-        "module1.bn_form=layer_mean",
-    ],
+    "bank-input-k20-e1-mix": [*K20_E1, "module1.bank_mixup=1"],
+    "bank-input-k20-e1-rot": [*K20_E1, "module1.bank_rotate=15"],
+    "bank-input-k20-e1-bnmean": [*K20_E1, "module1.bn_form=layer_mean"],
     # the BN and input priors matched to the teacher's statistics on the unlabelled student-domain images
-    "bank-input-k20-e1-bnmean-sd": [
-        *BANK_INPUT,
-        "module1.student_steps=20",
-        "module1.encoder_steps=1",
-        "module1.bn_form=layer_mean",
-        "module1.stats_target=student_domain",
-    ],
+    "bank-input-k20-e1-bnmean-sd": [*K20_E1, "module1.bn_form=layer_mean", "module1.stats_target=student_domain"],
     # the paper's data-free baselines (augkd.methods): each fixes its own loss weights on the same budget
     **{m: [f"method={m}"] for m in ("deepinversion", "dfq", "cmi", "zskt", "dafl")},
 }
