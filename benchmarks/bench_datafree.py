@@ -50,6 +50,12 @@ VARIANTS: dict[str, list[str]] = {
     "bank-input-k20-e1-bnmean": [*K20_E1, "module1.bn_form=layer_mean"],
     # the BN and input priors matched to the teacher's statistics on the unlabelled student-domain images
     "bank-input-k20-e1-bnmean-sd": [*K20_E1, "module1.bn_form=layer_mean", "module1.stats_target=student_domain"],
+    "bank-input-k20-e1-bnmean-sd-mix": [
+        *K20_E1,
+        "module1.bn_form=layer_mean",
+        "module1.stats_target=student_domain",
+        "module1.bank_mixup=1",
+    ],
     # the paper's data-free baselines (augkd.methods): each fixes its own loss weights on the same budget
     **{m: [f"method={m}"] for m in ("deepinversion", "dfq", "cmi", "zskt", "dafl")},
 }

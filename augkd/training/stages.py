@@ -88,6 +88,14 @@ def rotate_scale(x: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor) ->
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def evenly_spaced(n: int, k: int) -> torch.Tensor:
+    """Indices of min(n, k) items spread evenly over 0 … n − 1 (all of them when k ≥ n): a subset that keeps
+    each class's share when the items are sorted by class."""
+    if k >= n:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, k).round().long()
+
+
 def augment_draw(x: torch.Tensor, mixup: float, rotate: float) -> torch.Tensor:
     """Module 1's augmentation of a batch drawn from the bank, before the teacher labels it (bank_mixup,
     bank_rotate): each image blended with another of the batch, λ ~ Beta(α, α) per image, then rotated by
@@ -162,8 +170,10 @@ class DataFreeStage(Stage):
     @torch.no_grad()
     def _student_domain_targets(self, ctx: RunContext, limit: int = 2048, chunk: int = 256) -> None:
         """``stats_target: student_domain``: the BN and input priors match the teacher's statistics on up to
-        ``limit`` unlabelled student-domain training images instead of its running statistics and (0, 1)."""
-        imgs = ctx.data.train.images[:limit]
+        ``limit`` unlabelled student-domain training images instead of its running statistics and (0, 1).
+        The images are spread evenly over the training set (built-in sets are stored sorted by class: the
+        first ``limit`` would be a few classes only)."""
+        imgs = ctx.data.train.images[evenly_spaced(len(ctx.data.train.images), limit)]
         batches = [ctx.teacher.prepare(_cl(b.float().div(255.0).to(ctx.device), ctx)) for b in imgs.split(chunk)]
         assert self.hook is not None
         self.hook.set_targets_from(ctx.teacher.net, batches)

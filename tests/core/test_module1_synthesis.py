@@ -260,6 +260,21 @@ def test_student_domain_targets_by_hand():
     assert input_stats_loss(xn, target).item() == pytest.approx(0.5 + 1 / 3, rel=1e-6)
 
 
+def test_student_domain_subset_keeps_every_class():
+    """The built-in sets are stored sorted by class (mnist5k's training split: 400 zeros, then 400 ones, ...);
+    the student-domain targets must come from all classes, not from the first ``limit`` images (which were
+    classes 0-4 only before this was fixed)."""
+    from augkd.training.stages import evenly_spaced
+
+    labels = torch.arange(10).repeat_interleave(400)
+    idx = evenly_spaced(len(labels), 2048)
+    assert len(idx) == 2048 and len(set(idx.tolist())) == 2048
+    counts = torch.bincount(labels[idx], minlength=10)
+    assert counts.min() >= 204 and counts.max() <= 206  # 2048 / 10 = 204.8 each
+    assert evenly_spaced(100, 2048).tolist() == list(range(100))
+    assert evenly_spaced(7, 7).tolist() == list(range(7))
+
+
 def test_stats_target_student_domain_runs(tmp_path):
     cfg = load_config(
         SMOKE,
