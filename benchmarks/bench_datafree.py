@@ -24,6 +24,7 @@ BANK_INPUT = [*BANK, "module1.w_input=10"]
 # twice the student steps per generator step (the student, not the generator, is what lags), one encoder step
 K20_E1 = [*BANK_INPUT, "module1.student_steps=20", "module1.encoder_steps=1"]
 VARIANTS: dict[str, list[str]] = {
+    "preset": [],  # the preset as written
     "official": ["module1.bank_size=0", "module1.adv_mask=false", "module1.jitter=0", "module1.kd_tau=1"],
     "bank": BANK,
     "bank-noadv": [*BANK, "module1.w_adv=0"],
