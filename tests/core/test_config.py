@@ -76,3 +76,27 @@ def test_mnist_datafree_bank_preset_is_the_measured_recipe():
         "configs/mnist-datafree.yaml", ["method=dfkd", *bench.VARIANTS["bank-input-k20-e1-mix"], "module1.epochs=30"]
     )
     assert load_config("configs/mnist-datafree-bank.yaml") == measured
+
+
+def test_svhn_mnist_datafree_preset_is_the_probed_recipe():
+    """configs/svhn-mnist-datafree.yaml is svhn-mnist's dfkd run with bench_datafree's bank-input-k20-e1-bnmean-sd-mix
+    variant at 20 epochs and fidelity selection (the probes of docs/experiments.md), in every section a dfkd run
+    reads; Modules 2/3 and kd, which dfkd never runs, are left at their defaults there."""
+    import importlib.util
+
+    from augkd.config import config_to_dict
+    from augkd.methods import get_method
+
+    spec = importlib.util.spec_from_file_location("bench_datafree", "benchmarks/bench_datafree.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    probed = load_config(
+        "configs/svhn-mnist.yaml",
+        ["method=dfkd", *bench.VARIANTS["bank-input-k20-e1-bnmean-sd-mix"], "module1.epochs=20"]
+        + ["module1.select=fidelity"],
+    )
+    preset = load_config("configs/svhn-mnist-datafree.yaml")
+    assert get_method(preset.method).stages == ("module1",)
+    a, b = config_to_dict(probed), config_to_dict(preset)
+    for key in ("method", "teacher", "student", "data", "generator", "module1", "train"):
+        assert a[key] == b[key], key
