@@ -64,14 +64,20 @@ def test_bad_values_are_one_line_errors(tmp_path):
         load_config(None, ["version=99"])
 
 
-def test_mnist_datafree_bank_preset_is_the_measured_recipe():
-    """configs/mnist-datafree-bank.yaml must be what benchmarks/results/datafree-mnist-datafree-e30-mix-3seeds.*
-    measured: the mnist-datafree preset with bench_datafree's bank-input-k20-e1-mix variant at 30 epochs."""
+def _bench_datafree():
+    """benchmarks/bench_datafree.py as a module (its VARIANTS are what the presets below were measured with)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_datafree", "benchmarks/bench_datafree.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_mnist_datafree_bank_preset_is_the_measured_recipe():
+    """configs/mnist-datafree-bank.yaml must be what benchmarks/results/datafree-mnist-datafree-e30-mix-3seeds.*
+    measured: the mnist-datafree preset with bench_datafree's bank-input-k20-e1-mix variant at 30 epochs."""
+    bench = _bench_datafree()
     measured = load_config(
         "configs/mnist-datafree.yaml", ["method=dfkd", *bench.VARIANTS["bank-input-k20-e1-mix"], "module1.epochs=30"]
     )
@@ -82,14 +88,10 @@ def test_svhn_mnist_datafree_preset_is_the_probed_recipe():
     """configs/svhn-mnist-datafree.yaml is svhn-mnist's dfkd run with bench_datafree's bank-input-k20-e1-bnmean-sd-mix
     variant at 20 epochs and fidelity selection (the probes of docs/experiments.md), in every section a dfkd run
     reads; Modules 2/3 and kd, which dfkd never runs, are left at their defaults there."""
-    import importlib.util
-
     from augkd.config import config_to_dict
     from augkd.methods import get_method
 
-    spec = importlib.util.spec_from_file_location("bench_datafree", "benchmarks/bench_datafree.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_datafree()
     probed = load_config(
         "configs/svhn-mnist.yaml",
         ["method=dfkd", *bench.VARIANTS["bank-input-k20-e1-bnmean-sd-mix"], "module1.epochs=20"]
