@@ -1,15 +1,12 @@
 """benchmarks/collect_runs.py and results_io.py: run directories become one results table, machine named."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
-_SPEC = importlib.util.spec_from_file_location(
-    "collect_runs", Path(__file__).resolve().parents[2] / "benchmarks" / "collect_runs.py"
-)
-collect_runs = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(collect_runs)
+from bench_scripts import load_benchmark
+
+collect_runs = load_benchmark("collect_runs")
 
 
 def _run(root: Path, rel: str, method: str, seed: int, acc: float, lr: float, evals: list[float]) -> None:

@@ -66,12 +66,9 @@ def test_bad_values_are_one_line_errors(tmp_path):
 
 def _bench_datafree():
     """benchmarks/bench_datafree.py as a module (its VARIANTS are what the presets below were measured with)."""
-    import importlib.util
+    from bench_scripts import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("bench_datafree", "benchmarks/bench_datafree.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_benchmark("bench_datafree")
 
 
 def test_mnist_datafree_bank_preset_is_the_measured_recipe():

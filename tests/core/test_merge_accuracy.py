@@ -1,16 +1,11 @@
 """benchmarks/merge_accuracy.py: parts of a multi-seed table combine into the table of all seeds."""
 
-import importlib.util
 import statistics
-from pathlib import Path
 
 import pytest
+from bench_scripts import load_benchmark
 
-_SPEC = importlib.util.spec_from_file_location(
-    "merge_accuracy", Path(__file__).resolve().parents[2] / "benchmarks" / "merge_accuracy.py"
-)
-merge_accuracy = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(merge_accuracy)
+merge_accuracy = load_benchmark("merge_accuracy")
 
 
 def _doc(seeds, acc, sha):

@@ -1,22 +1,12 @@
 """The kernel microbenchmark library, the bench script and the plot script (tiny CPU runs)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from bench_scripts import load_benchmark
 
 from augkd.errors import ConfigError
 from augkd.kernels import bench
-
-_REPO = Path(__file__).resolve().parents[2]
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_bench_script_{name}", _REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_bench_rows_are_tidy_and_consistent():
@@ -45,7 +35,7 @@ def test_bench_rejects_unknown_names():
 
 
 def test_bench_script_and_plot(tmp_path):
-    script = _load_script("bench_kernels")
+    script = load_benchmark("bench_kernels")
     args = ["--ops", "fused_mixup", "--providers", "torch", "copy", "--modes", "forward", "full", "--quick"]
     assert script.main([*args, "--device", "cpu", "--threads", "1", "--out-dir", str(tmp_path)]) == 0
     stem = script.results_stem("cpu")
@@ -54,7 +44,7 @@ def test_bench_script_and_plot(tmp_path):
     assert sidecar["environment"]["torch_threads"] == 1 and len(sidecar["rows"]) > 0
     copy_rows = [r for r in sidecar["rows"] if r["provider"] == "copy"]
     assert copy_rows and all(r["mode"] == "forward" for r in copy_rows)
-    pngs = _load_script("plot").plot_file(csv_path, tmp_path / "png")
+    pngs = load_benchmark("plot").plot_file(csv_path, tmp_path / "png")
     names = sorted(p.name for p in pngs)
     assert names == [f"fused_mixup-{m}-{k}.png" for m in ("forward", "full") for k in ("bandwidth", "time")]
     assert all(p.stat().st_size > 1000 for p in pngs)
