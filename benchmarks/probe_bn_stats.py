@@ -18,6 +18,7 @@ import argparse
 import statistics
 from pathlib import Path
 
+from module1_run import load_module1_run
 from results_io import write_rows
 
 
@@ -32,23 +33,10 @@ def main() -> None:
 
     import torch
 
-    from augkd.checkpoint import load_state_dict_file
-    from augkd.config import load_config
-    from augkd.data import load_domain
-    from augkd.models import create_model
     from augkd.training.losses import BNStatsHook
-    from augkd.training.pipeline import load_teacher
     from augkd.training.stages import evenly_spaced
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    cfg = load_config(args.run / "config.yaml")
-    data = load_domain(cfg.data, args.run)
-    teacher, _ = load_teacher(cfg, data)
-    gc = cfg.generator
-    g = create_model("augkd_generator", latent_dim=gc.latent_dim, image_size=cfg.data.image_size, width=gc.width)
-    g.train()
-    g.load_state_dict(load_state_dict_file(args.run / "checkpoints" / "module1" / "generator.safetensors"))
+    cfg, data, teacher, g = load_module1_run(args.run, args.threads)
     hook = BNStatsHook(teacher.net)
     if not hook.layers:
         raise SystemExit(f"error: the teacher of {args.run} has no BatchNorm layer: nothing to compare")

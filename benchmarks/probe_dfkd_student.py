@@ -16,6 +16,8 @@ import json
 import time
 from pathlib import Path
 
+from module1_run import load_module1_run
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -31,27 +33,10 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from augkd.checkpoint import load_state_dict_file
-    from augkd.config import load_config
-    from augkd.data import load_domain
     from augkd.evaluate import Normalize, accuracy
     from augkd.models import create_model
-    from augkd.training.pipeline import load_teacher
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    cfg = load_config(args.run / "config.yaml")
-    data = load_domain(cfg.data, args.run)
-    teacher, _ = load_teacher(cfg, data)
-    g = create_model(
-        "augkd_generator",
-        latent_dim=cfg.generator.latent_dim,
-        image_size=cfg.data.image_size,
-        width=cfg.generator.width,
-    ).train()
-    g.load_state_dict(load_state_dict_file(args.run / "checkpoints" / "module1" / "generator.safetensors"))
-    for p in g.parameters():
-        p.requires_grad_(False)
+    cfg, data, teacher, g = load_module1_run(args.run, args.threads)
     s = create_model(cfg.student.arch, data.num_classes, **cfg.student.kwargs)
     norm = Normalize(cfg.data.mean, cfg.data.std)  # the student's input normalisation, as in a run
     xtrain = data.train.as_float()
