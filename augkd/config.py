@@ -97,8 +97,10 @@ class Module1Config(_Base):
     # BN-statistics term: "concat" = one L2 norm over all layers' channels concatenated (official);
     # "layer_mean" = the mean over layers of each layer's ‖Δμ‖₂ + ‖Δσ²‖₂ (DeepInversion/Fast-DFKD scale:
     # it does not grow with the teacher's depth or width); "layer_sum" = the sum over layers (DeepInversion, DFQ,
-    # CMI as published)
-    bn_form: Literal["concat", "layer_mean", "layer_sum"] = "concat"
+    # CMI as published); "layer_rel" = per layer, the RMS over channels of the mean error in target standard
+    # deviations plus that of the log variance ratio, mean over layers (augkd's: every layer weighs the same
+    # whatever its activations' scale; BNStatsHook.loss)
+    bn_form: Literal["concat", "layer_mean", "layer_sum", "layer_rel"] = "concat"
     # mask the adversarial term to the images where the teacher's and student's top-1 agree (Fast-DFKD):
     # the generator is not pushed towards images the teacher itself cannot classify
     adv_mask: bool = False

@@ -141,7 +141,10 @@ class BNStatsHook:
 
         ``concat`` (official): ‖Δμ‖₂ + ‖Δσ²‖₂ over all layers' channels concatenated. ``layer_sum``: the sum
         over layers of each layer's ‖Δμ_l‖₂ + ‖Δσ²_l‖₂ (DeepInversion, DFQ, CMI); ``layer_mean``: that sum divided
-        by the number of layers, so its scale does not grow with the teacher's depth.
+        by the number of layers, so its scale does not grow with the teacher's depth. ``layer_rel`` (augkd's):
+        each channel's error in its own target's units, RMS over a layer's channels, mean over layers:
+        mean_l [√mean_c((μ_c − μ*_c)² / σ*²_c) + √mean_c(log²(σ²_c / σ*²_c))], so a layer with wide
+        activations (whose absolute error is mostly a batch's sampling noise) no longer outweighs the others.
         """
         assert self.run_mean is not None and self.run_var is not None and self._means, "no BN statistics recorded"
         mean, var = torch.cat(self._means), torch.cat(self._vars)
@@ -149,9 +152,15 @@ class BNStatsHook:
         rm, rv = self.run_mean.to(mean.device), self.run_var.to(var.device)
         if form == "concat":
             return torch.linalg.vector_norm(mean - rm) + torch.linalg.vector_norm(var - rv)
-        if form not in ("layer_mean", "layer_sum"):
+        if form not in ("layer_mean", "layer_sum", "layer_rel"):
             raise ValueError(f"unknown BN loss form {form!r}")
         sizes = [m.num_features for m in self.layers]
+        if form == "layer_rel":
+            floor = 1e-8  # a dead channel (σ*² = 0) or an empty batch variance stays finite
+            zm = ((mean - rm) ** 2 / rv.clamp_min(floor)).split(sizes)
+            lv = (torch.log(var.clamp_min(floor) / rv.clamp_min(floor)) ** 2).split(sizes)
+            per_rel = [(a.mean() + 1e-12).sqrt() + (b.mean() + 1e-12).sqrt() for a, b in zip(zm, lv, strict=True)]
+            return torch.stack(per_rel).mean()
         dm, dv = (mean - rm).split(sizes), (var - rv).split(sizes)
         per_layer = [torch.linalg.vector_norm(a) + torch.linalg.vector_norm(b) for a, b in zip(dm, dv, strict=True)]
         return torch.stack(per_layer).mean() if form == "layer_mean" else torch.stack(per_layer).sum()

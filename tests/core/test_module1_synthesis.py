@@ -59,6 +59,31 @@ def test_bn_loss_layer_mean_by_hand():
         hook.loss("sum")
 
 
+def test_bn_loss_layer_rel_by_hand():
+    """``layer_rel``: per layer √mean_c(Δμ²/σ*²) + √mean_c(log²(σ²/σ*²)), mean over layers, on a batch whose
+    channel statistics are set exactly (±a around a mean: mean and unbiased variance known by hand)."""
+    net = nn.Sequential(nn.BatchNorm2d(2), nn.Identity()).eval()
+    net[0].running_mean.copy_(torch.tensor([1.0, -1.0]))
+    net[0].running_var.copy_(torch.tensor([4.0, 0.25]))
+    x = torch.empty(2, 2, 1, 1)
+    x[:, 0, 0, 0] = torch.tensor([2.0, 4.0])  # mean 3, unbiased var 2
+    x[:, 1, 0, 0] = torch.tensor([-1.0, 0.0])  # mean −0.5, unbiased var 0.5
+    hook = BNStatsHook(net)
+    hook.enabled = True
+    net(x)
+    z = math.sqrt(((3 - 1) ** 2 / 4.0 + (-0.5 + 1) ** 2 / 0.25) / 2)  # √mean(1, 1) = 1
+    lv = math.sqrt((math.log(2 / 4.0) ** 2 + math.log(0.5 / 0.25) ** 2) / 2)  # ln 2
+    assert hook.loss("layer_rel").item() == pytest.approx(z + lv, rel=1e-5)
+    # a matched batch scores 0 with a finite gradient (no NaN from √0)
+    hook.run_mean, hook.run_var = torch.tensor([3.0, -0.5]), torch.tensor([2.0, 0.5])
+    xr = x.clone().requires_grad_(True)
+    net(xr)
+    loss = hook.loss("layer_rel")
+    loss.backward()
+    assert loss.item() == pytest.approx(0.0, abs=1e-5)
+    assert torch.isfinite(xr.grad).all()
+
+
 def test_generator_loss_masks_the_adversarial_term_by_hand():
     t = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     s = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])  # agrees on sample 0 only
