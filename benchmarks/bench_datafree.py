@@ -58,7 +58,8 @@ VARIANTS: dict[str, list[str]] = {
         "module1.bank_mixup=1",
     ],
     # the BN term in each channel's own target units (bn_form layer_rel), every layer weighing the same; w_bn
-    # 700 gives it the value layer_mean (w 1) has on the SVHN->MNIST preset's final generator (65.7 vs 0.095)
+    # 700 gives it the value layer_mean (w 1) has on the SVHN->MNIST preset's final generator (seed 0: 65.7 vs 0.0946,
+    # bn_layer_mean / bn_layer_rel in benchmarks/results/probe-bn-stats-svhn-mnist-datafree-seed0.csv)
     "bnrel": ["module1.bn_form=layer_rel", "module1.w_bn=700"],
     # the paper's data-free baselines (augkd.methods): each fixes its own loss weights on the same budget
     **{m: [f"method={m}"] for m in ("deepinversion", "dfq", "cmi", "zskt", "dafl")},

@@ -8,6 +8,8 @@ many random batches of real training images (the reference a real batch scores):
 ``dmu`` = ‖μ_batch − μ_target‖₂, ``dvar`` = ‖σ²_batch − σ²_target‖₂ (the BN loss's terms),
 ``rel_dmu2`` = mean over channels of (Δμ)² / σ²_target (the mean shift in target standard deviations, squared),
 ``log_var_ratio`` = mean over channels of |log(σ²_batch / σ²_target)|.
+``rel_rms`` = √mean_c((Δμ)²/σ²_target) + √mean_c(log²(σ²_batch/σ²_target)), the layer's share of the
+``bn_form: layer_rel`` term; the ``all`` rows give the BN term per batch in the ``layer_mean`` and ``layer_rel`` forms.
 
     .venv/bin/python benchmarks/probe_bn_stats.py RUN --out benchmarks/results/probe-bn-stats-NAME
 """
@@ -60,6 +62,8 @@ def main() -> None:
                 "dvar": float((v - v0).norm()),
                 "rel_dmu2": float(((m - m0) ** 2 / v0).mean()),
                 "log_var_ratio": float((v / v0).log().abs().mean()),
+                # this layer's share of the bn_form layer_rel term (RMS forms of the two figures above)
+                "rel_rms": float(((m - m0) ** 2 / v0).mean().sqrt() + ((v / v0).log() ** 2).mean().sqrt()),
             }
             for m, v, m0, v0 in zip(means, variances, tm, tv, strict=True)
         ]
@@ -73,12 +77,14 @@ def main() -> None:
     for source, runs in figures.items():
         for layer, channels in enumerate(sizes):
             row: dict[str, object] = {"source": source, "layer": layer, "channels": channels}
-            for key in ("dmu", "dvar", "rel_dmu2", "log_var_ratio"):
+            for key in ("dmu", "dvar", "rel_dmu2", "log_var_ratio", "rel_rms"):
                 row[key] = statistics.fmean(r[layer][key] for r in runs)
             rows.append(row)
-    for source in figures:  # the run's BN loss (layer_mean form) on these batches, for reference
+    for source in figures:  # the BN loss on these batches in the layer_mean and layer_rel forms, for reference
         per_batch = [statistics.fmean(lay["dmu"] + lay["dvar"] for lay in r) for r in figures[source]]
-        rows.append({"source": source, "layer": "all", "bn_layer_mean": statistics.fmean(per_batch)})
+        per_batch_rel = [statistics.fmean(lay["rel_rms"] for lay in r) for r in figures[source]]
+        rows.append({"source": source, "layer": "all", "bn_layer_mean": statistics.fmean(per_batch),
+                     "bn_layer_rel": statistics.fmean(per_batch_rel)})  # fmt: skip
     write_rows(args.out, rows, run=str(args.run), stats_target=cfg.module1.stats_target, batches=args.batches,
                batch=args.batch, threads=args.threads)  # fmt: skip
     for r in rows:

@@ -60,22 +60,33 @@ def test_bn_loss_layer_mean_by_hand():
 
 
 def test_bn_loss_layer_rel_by_hand():
-    """``layer_rel``: per layer √mean_c(Δμ²/σ*²) + √mean_c(log²(σ²/σ*²)), mean over layers, on a batch whose
-    channel statistics are set exactly (±a around a mean: mean and unbiased variance known by hand)."""
-    net = nn.Sequential(nn.BatchNorm2d(2), nn.Identity()).eval()
+    """``layer_rel``: per layer √mean_c(Δμ²/σ*²) + √mean_c(log²(σ²/σ*²)), mean over layers. Two BN layers with
+    different errors and unequal errors across channels, so an RMS is told from a mean absolute value and a mean
+    over layers from a sum or from one pool of all channels. The batch's channel statistics are exact (±a around
+    a mean: mean and unbiased variance known by hand); the second layer sees the first one's output."""
+    net = nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 1, 1, bias=False), nn.BatchNorm2d(1)).eval()
     net[0].running_mean.copy_(torch.tensor([1.0, -1.0]))
     net[0].running_var.copy_(torch.tensor([4.0, 0.25]))
+    net[1].weight.data.fill_(0.0)
+    net[1].weight.data[0, 0] = 1.0  # the conv passes channel 0 of BN0's output
     x = torch.empty(2, 2, 1, 1)
     x[:, 0, 0, 0] = torch.tensor([2.0, 4.0])  # mean 3, unbiased var 2
-    x[:, 1, 0, 0] = torch.tensor([-1.0, 0.0])  # mean −0.5, unbiased var 0.5
+    x[:, 1, 0, 0] = torch.tensor([0.0, 1.0])  # mean 0.5, unbiased var 0.5
+    eps = 1e-5
+    y = (x[:, 0, 0, 0] - 1.0) / math.sqrt(4.0 + eps)  # BN0's channel 0 output: mean 2/√(4+ε), var 2/(4+ε)
+    net[2].running_mean.fill_(0.0)
+    net[2].running_var.fill_(2.0)
     hook = BNStatsHook(net)
     hook.enabled = True
     net(x)
-    z = math.sqrt(((3 - 1) ** 2 / 4.0 + (-0.5 + 1) ** 2 / 0.25) / 2)  # √mean(1, 1) = 1
-    lv = math.sqrt((math.log(2 / 4.0) ** 2 + math.log(0.5 / 0.25) ** 2) / 2)  # ln 2
-    assert hook.loss("layer_rel").item() == pytest.approx(z + lv, rel=1e-5)
+    z0 = math.sqrt(((3 - 1) ** 2 / 4.0 + (0.5 + 1) ** 2 / 0.25) / 2)  # √mean(1, 9) = √5
+    lv0 = math.sqrt((math.log(2 / 4.0) ** 2 + math.log(0.5 / 0.25) ** 2) / 2)  # ln 2
+    m1, v1 = float(y.mean()), float(y.var())
+    l1 = abs(m1) / math.sqrt(2.0) + abs(math.log(v1 / 2.0))  # one channel: |Δμ|/σ* + |log ratio|
+    assert hook.loss("layer_rel").item() == pytest.approx((z0 + lv0 + l1) / 2, rel=1e-5)
     # a matched batch scores 0 with a finite gradient (no NaN from √0)
-    hook.run_mean, hook.run_var = torch.tensor([3.0, -0.5]), torch.tensor([2.0, 0.5])
+    hook.run_mean = torch.tensor([3.0, 0.5, m1])
+    hook.run_var = torch.tensor([2.0, 0.5, v1])
     xr = x.clone().requires_grad_(True)
     net(xr)
     loss = hook.loss("layer_rel")
