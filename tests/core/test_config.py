@@ -83,8 +83,9 @@ def test_mnist_datafree_bank_preset_is_the_measured_recipe():
 
 def test_svhn_mnist_datafree_preset_is_the_probed_recipe():
     """configs/svhn-mnist-datafree.yaml is svhn-mnist's dfkd run with bench_datafree's bank-input-k20-e1-bnmean-sd-mix
-    variant and then its bnrel variant (the BN term's layer_rel form) at 20 epochs and fidelity selection (the probes of docs/experiments.md), in every section a dfkd run
-    reads; Modules 2/3 and kd, which dfkd never runs, are left at their defaults there."""
+    variant, then its bnrel variant (the BN term's layer_rel form), at 20 epochs and fidelity selection (the probes
+    of docs/experiments.md), in every section a dfkd run reads; Modules 2/3 and kd, which dfkd never runs, are left
+    at their defaults there."""
     from augkd.config import config_to_dict
     from augkd.methods import get_method
 
