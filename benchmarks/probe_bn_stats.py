@@ -35,7 +35,7 @@ def main() -> None:
 
     import torch
 
-    from augkd.training.losses import BNStatsHook
+    from augkd.training.losses import BNStatsHook, layer_rel_terms
     from augkd.training.stages import evenly_spaced
 
     cfg, data, teacher, g = load_module1_run(args.run, args.threads)
@@ -63,7 +63,7 @@ def main() -> None:
                 "rel_dmu2": float(((m - m0) ** 2 / v0).mean()),
                 "log_var_ratio": float((v / v0).log().abs().mean()),
                 # this layer's share of the bn_form layer_rel term (RMS forms of the two figures above)
-                "rel_rms": float(((m - m0) ** 2 / v0).mean().sqrt() + ((v / v0).log() ** 2).mean().sqrt()),
+                "rel_rms": float(layer_rel_terms(m, v, m0, v0, [len(m)])[0]),
             }
             for m, v, m0, v0 in zip(means, variances, tm, tv, strict=True)
         ]

@@ -109,6 +109,17 @@ def pooled_mean_var(stats: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[tor
     return mean, torch.stack([v + m * m for m, v in stats]).mean(0) - mean * mean
 
 
+def layer_rel_terms(
+    mean: torch.Tensor, var: torch.Tensor, t_mean: torch.Tensor, t_var: torch.Tensor, sizes: list[int]
+) -> list[torch.Tensor]:
+    """Each layer's share of the ``layer_rel`` BN term: √mean_c((μ_c − μ*_c)² / σ*²_c) + √mean_c(log²(σ²_c / σ*²_c))
+    over that layer's channels (``sizes``: channels per layer of the concatenated per-channel statistics)."""
+    floor = 1e-8  # a dead channel (σ*² = 0) or an empty batch variance stays finite
+    zm = ((mean - t_mean) ** 2 / t_var.clamp_min(floor)).split(sizes)
+    lv = (torch.log(var.clamp_min(floor) / t_var.clamp_min(floor)) ** 2).split(sizes)
+    return [(a.mean() + 1e-12).sqrt() + (b.mean() + 1e-12).sqrt() for a, b in zip(zm, lv, strict=True)]
+
+
 class BNStatsHook:
     """Forward hooks on every BatchNorm2d of a (frozen) network: the batch statistics of their inputs.
 
@@ -156,11 +167,7 @@ class BNStatsHook:
             raise ValueError(f"unknown BN loss form {form!r}")
         sizes = [m.num_features for m in self.layers]
         if form == "layer_rel":
-            floor = 1e-8  # a dead channel (σ*² = 0) or an empty batch variance stays finite
-            zm = ((mean - rm) ** 2 / rv.clamp_min(floor)).split(sizes)
-            lv = (torch.log(var.clamp_min(floor) / rv.clamp_min(floor)) ** 2).split(sizes)
-            per_rel = [(a.mean() + 1e-12).sqrt() + (b.mean() + 1e-12).sqrt() for a, b in zip(zm, lv, strict=True)]
-            return torch.stack(per_rel).mean()
+            return torch.stack(layer_rel_terms(mean, var, rm, rv, sizes)).mean()
         dm, dv = (mean - rm).split(sizes), (var - rv).split(sizes)
         per_layer = [torch.linalg.vector_norm(a) + torch.linalg.vector_norm(b) for a, b in zip(dm, dv, strict=True)]
         return torch.stack(per_layer).mean() if form == "layer_mean" else torch.stack(per_layer).sum()
