@@ -184,6 +184,15 @@ class Module2Config(_Base):
     w_encoder: float = Field(0.0, ge=0)
     e_lr: float = Field(1e-4, gt=0)  # the encoder's Adam lr when w_encoder > 0 (Module 1's default)
     w_near: float = Field(0.0, ge=0)  # w·mean((z_a − z)²) added to L_A: keeps each anchor near its own z
+    # with w_encoder > 0: w_instance·InfoNCE between the teacher's penultimate features of G(E(x_i)) and of the
+    # batch's real images, x_i the positive (temperature instance_tau): G(E(x)) a view of x itself, not of its
+    # class (the cosine term alone is met by one view per class: benchmarks/probe_anchor_source.py). 0 = off
+    w_instance: float = Field(0.0, ge=0)
+    instance_tau: float = Field(0.1, gt=0)
+    # w·InfoNCE between the teacher's features of each anchor image G(A(E(x_i))) and of the batch's real images,
+    # x_i the positive, added to L_A: the anchor stays a view of x itself (the energy term alone pulls every
+    # anchor of a class to one confident image). Works with or without w_encoder. 0 = off (the paper)
+    w_anchor_instance: float = Field(0.0, ge=0)
 
 
 class Module3Config(_Base):

@@ -306,15 +306,29 @@ def encoder_loss(
 
 
 def encoder_real_loss(
-    f_rec: torch.Tensor, f_real: torch.Tensor, t_rec: torch.Tensor, y: torch.Tensor, w: float, inverse: torch.Tensor
+    f_rec: torch.Tensor,
+    f_real: torch.Tensor,
+    t_rec: torch.Tensor,
+    y: torch.Tensor,
+    w: float,
+    inverse: torch.Tensor,
+    w_instance: float = 0.0,
+    instance_tau: float = 0.1,
 ) -> dict[str, torch.Tensor]:
     """Module 2's encoder loss on real images (module2.w_encoder): w·[(1 − cos(f(G(E(x))), f(x))) + CE(T(G(E(x))), y)]
-    + ``inverse`` (Module 1's encoder loss on generated images, per latent dimension), where f is the teacher's
-    penultimate features. The cosine is the mean over rows."""
+    + w_instance·InfoNCE(f(G(E(x))) → f(x)) + ``inverse`` (Module 1's encoder loss on generated images, per latent
+    dimension), where f is the teacher's penultimate features. The cosine is the mean over rows; the InfoNCE
+    term (:func:`instance_contrast_loss`, temperature ``instance_tau``) asks each G(E(x_i)) to be closer to its
+    own x_i than to every other image of the batch, those of its class included (module2.w_instance)."""
     feat = 1.0 - F.cosine_similarity(f_rec.float(), f_real.float(), dim=1).mean()
     ce = F.cross_entropy(t_rec.float(), y)
     total = w * (feat + ce) + inverse
-    return {"loss": total, "feat": feat.detach(), "ce": ce.detach(), "inverse": inverse.detach()}
+    out = {"feat": feat.detach(), "ce": ce.detach(), "inverse": inverse.detach()}
+    if w_instance > 0:
+        inst = instance_contrast_loss(f_rec, f_real, None, instance_tau)
+        total = total + w_instance * inst
+        out["instance"] = inst.detach()
+    return {"loss": total, **out}
 
 
 def mask_penalty(m: torch.Tensor, invariant: float, form: str) -> torch.Tensor:

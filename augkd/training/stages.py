@@ -428,7 +428,7 @@ class AnchorStage(Stage):
     def __init__(self, epochs: int, train_encoder: bool = False) -> None:
         super().__init__(epochs)
         self.trains = ("anchor", "encoder") if train_encoder else ("anchor",)
-        self.feat: FeatureHook | None = None  # the teacher's penultimate features (encoder on real images)
+        self.feat: FeatureHook | None = None  # the teacher's penultimate features (w_encoder, w_anchor_instance)
 
     def setup(self, ctx: RunContext) -> None:
         for n in ("generator", "encoder", "student"):
@@ -439,6 +439,7 @@ class AnchorStage(Stage):
         if "encoder" in self.trains:
             ctx.nets["encoder"].requires_grad_(True)  # weights trained, BN kept in eval mode (as it is used)
             self.optimizers["encoder"] = adam(ctx.nets["encoder"].parameters(), lr=c.e_lr)
+        if "encoder" in self.trains or c.w_anchor_instance > 0:
             self.feat = FeatureHook(ctx.teacher.net)
         self.schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(self.epochs, 1))
                            for k, o in self.optimizers.items()}  # fmt: skip
@@ -453,8 +454,22 @@ class AnchorStage(Stage):
         with ctx.autocast():
             z_a, m = a(z, y)
             x_a = _cl(g(z_a), ctx)
-            o = ctx.teacher(x_a)
+            if c.w_anchor_instance > 0:
+                assert self.feat is not None
+                with torch.no_grad():
+                    self.feat.enabled = True
+                    ctx.teacher.net(ctx.teacher.prepare(_cl(x, ctx)))
+                    f_real = self.feat.pop().float()
+                self.feat.enabled = True  # the unfolded net, where the hook sits, also under no_grad (validate)
+            o = ctx.teacher.net(ctx.teacher.prepare(x_a)) if c.w_anchor_instance > 0 else ctx.teacher(x_a)
+            if c.w_anchor_instance > 0:
+                f_anchor = self.feat.pop()
+                self.feat.enabled = False
         losses = anchor_loss(o, y, m, c, ctx.backend)
+        if c.w_anchor_instance > 0:
+            inst = instance_contrast_loss(f_anchor, f_real, None, c.instance_tau)
+            losses["instance"] = inst.detach()
+            losses["loss"] = losses["loss"] + c.w_anchor_instance * inst
         if c.w_near > 0:
             near = (z_a.float() - z.float()).pow(2).mean()
             losses["near"] = near.detach()
@@ -482,7 +497,8 @@ class AnchorStage(Stage):
             f_rec = self.feat.pop()
             self.feat.enabled = False
         inverse = encoder_loss(z_all[b:].float(), z_g, mu[b:].float(), logvar[b:].float(), ctx.cfg.module1.kld_weight)
-        return encoder_real_loss(f_rec, f_real, t_rec, y, ctx.cfg.module2.w_encoder, inverse / dim)
+        c = ctx.cfg.module2
+        return encoder_real_loss(f_rec, f_real, t_rec, y, c.w_encoder, inverse / dim, c.w_instance, c.instance_tau)
 
     def train_epoch(self, ctx: RunContext, epoch: int) -> dict[str, float]:
         rows = []
@@ -490,7 +506,7 @@ class AnchorStage(Stage):
                                                drop_last=True)):  # fmt: skip
             x, y = x.to(ctx.device), y.to(ctx.device)
             enc: dict[str, torch.Tensor] = {}
-            if self.feat is not None:  # the encoder's step on this batch first, then the anchor's
+            if "encoder" in self.trains:  # the encoder's step on this batch first, then the anchor's
                 enc = self._encoder_loss(ctx, x, y)
                 ctx.check_finite(enc, "module2 encoder step")
                 self.optimize(ctx, "encoder", enc["loss"])

@@ -1,5 +1,5 @@
-"""Sample-specific anchors (module2.w_encoder, module2.w_near): the loss by hand, which networks Module 2
-trains, and exact resume inside Module 2 when the encoder trains too."""
+"""Sample-specific anchors (module2.w_encoder, w_near, w_instance, w_anchor_instance): the losses by hand, which
+networks Module 2 trains, and exact resume inside Module 2 when the encoder trains too."""
 
 from __future__ import annotations
 
@@ -48,12 +48,29 @@ def test_encoder_real_loss_by_hand():
     assert same["feat"].item() == pytest.approx(0.0, abs=1e-6)  # parallel features: cosine 1
 
 
+def test_encoder_instance_term_by_hand():
+    # f_rec rows e1, e2; f_real rows (2, 0), (−1, 0): cosines row 0 → (1, −1),
+    # row 1 → (0, 0); τ = 0.5: row 0 logits (2, −2), CE = ln(1 + e^−4); row 1 logits (0, 0) → ln 2
+    f_rec = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    f_real = torch.tensor([[2.0, 0.0], [-1.0, 0.0]])
+    args = (torch.zeros(2, 2), torch.tensor([0, 0]), 1.0, torch.tensor(0.0))
+    off = encoder_real_loss(f_rec, f_real, *args)
+    on = encoder_real_loss(f_rec, f_real, *args, w_instance=3.0, instance_tau=0.5)
+    inst = (math.log(1 + math.exp(-4.0)) + math.log(2.0)) / 2
+    assert "instance" not in off
+    assert on["instance"].item() == pytest.approx(inst, rel=1e-6)
+    assert on["loss"].item() == pytest.approx(off["loss"].item() + 3.0 * inst, rel=1e-6)
+
+
 def test_module2_trains_the_encoder_only_when_asked(tmp_path):
     distill(load_config(SMOKE, FAST), tmp_path / "paper")
     ck = tmp_path / "paper" / "checkpoints"
     assert not (ck / "module2" / "encoder.safetensors").exists()  # the paper: E frozen in Module 2
 
-    distill(load_config(SMOKE, [*FAST, "module2.w_encoder=1", "module2.w_near=0.5"]), tmp_path / "real")
+    distill(
+        load_config(SMOKE, [*FAST, "module2.w_encoder=1", "module2.w_near=0.5", "module2.w_instance=1"]),
+        tmp_path / "real",
+    )
     ck = tmp_path / "real" / "checkpoints"
     before, after = load_file(ck / "module1" / "encoder.safetensors"), load_file(ck / "module2" / "encoder.safetensors")
     assert before.keys() == after.keys()
@@ -65,6 +82,16 @@ def test_module2_trains_the_encoder_only_when_asked(tmp_path):
     for r in rows:
         assert 0.0 <= float(r["e_feat"]) <= 2.0 and float(r["e_ce"]) >= 0 and float(r["e_inverse"]) >= 0
         assert float(r["a_near"]) > 0
+        # InfoNCE over the smoke batch: positive and at most ln(batch) + 2/τ (cosines in [−1, 1], τ = 0.1)
+        assert 0.0 < float(r["e_instance"]) <= math.log(32) + 20.0
+
+
+def test_anchor_instance_term_without_the_encoder(tmp_path):
+    over = [*FAST, "module2.w_anchor_instance=1"]
+    distill(load_config(SMOKE, over), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints" / "module2" / "encoder.safetensors").exists()  # E stays frozen
+    rows = [r for r in _rows(tmp_path / "run" / "metrics.csv") if r["stage"] == "module2"]
+    assert rows and all(0.0 < float(r["a_instance"]) <= math.log(32) + 20.0 for r in rows)
 
 
 def test_module2_with_encoder_resumes_exactly(tmp_path):
