@@ -98,6 +98,11 @@ def _registry() -> dict[str, Method]:
         Method("dfkd-ft", ("module1", "finetune"), "AuG-KD's Module 1, then KD fine-tuning on the labelled split"),
         Method("augkd-no-anchor", ("module1", "module3-no-anchor"), "ablation: no Module 2 (z_a = z)"),
         Method("augkd-no-mixup", ("module1", "module3-no-mixup"), "ablation: Module 3 with s = 1 (no mixup)"),
+        Method(
+            "augkd-no-anchornet",
+            ("module1", "module2", "module3-no-anchor"),
+            "ablation: Module 2 runs (E learns the real images when module2.w_encoder > 0), Module 3 mixes G(E(x))",
+        ),
     ]
     for name, (text, m1, bank) in _BASELINES.items():
         methods.append(Method(name, ("module1",), f"{text}: data-free", m1, bank))

@@ -11,6 +11,9 @@ no run can measure by itself:
   the source digits of x's class, with x's own source digit (chance: 1 / images of the class); an anchor
   that is one image per class scores chance.
 
+``--invert N`` adds what G can express at all: per-image latents optimised for N steps so that the teacher's
+features of G(z) pick out their own x (an upper bound for any encoder's G(E(x))).
+
 For each run directory (``augkd`` on a ``mnist-m`` preset): G from its Module 1 (its own or
 ``module1.init_from``), E from its Module 2 when Module 2 trained it (``module2.w_encoder`` > 0), else
 Module 1's, and the AnchorNet from its Module 2; the same first ``--limit`` eval images as the run's
@@ -67,7 +70,40 @@ def retrieval(views: Any, sources: Any, y: Any, pixels: bool = True) -> tuple[fl
     return float(torch.cat(hits).mean()), float(torch.cat(chance).mean())
 
 
-def probe_run(run: Path, limit: int, split: str = "eval") -> tuple[dict[str, Any], dict[str, Any]]:
+def invert_latents(
+    gen: Any, teacher: Any, hook: Any, z0: Any, x: Any, f_x: Any, y: Any, steps: int
+) -> dict[str, float]:
+    """What G can express at all: each image's own latent, optimised from E(x) by Adam (lr 0.05, ``steps``
+    steps) so that the teacher's features of G(z_i) point at x_i's (InfoNCE over the images, τ 0.1, plus
+    1 − cosine), G frozen; then the same retrievals for G(z). An upper bound for any encoder's G(E(x))."""
+    import torch
+    import torch.nn.functional as F
+
+    from augkd.training.losses import instance_contrast_loss
+
+    z = z0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=0.05)
+    for _ in range(steps):
+        teacher.net(teacher.prepare(gen(z)))
+        f = hook.pop().float()
+        loss = instance_contrast_loss(f, f_x, None, 0.1) + 1.0 - F.cosine_similarity(f, f_x).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        x_z = gen(z).float()
+        teacher.net(teacher.prepare(x_z))
+        f = hook.pop().float()
+    return {
+        "inverted_steps": steps,
+        "inverted_feat_retrieval_x": retrieval(f, f_x, y, pixels=False)[0],
+        "inverted_teacher_agree_x": float((teacher(x_z).argmax(1) == teacher(x).argmax(1)).float().mean()),
+    }
+
+
+def probe_run(
+    run: Path, limit: int, split: str = "eval", invert_steps: int = 0
+) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
     from augkd.checkpoint import load_state_dict_file
@@ -111,6 +147,7 @@ def probe_run(run: Path, limit: int, split: str = "eval") -> tuple[dict[str, Any
             teacher.net(teacher.prepare(v))
             f[k] = hook.pop().float()
         t_d, t_a = teacher(d).argmax(1), teacher(x_a).argmax(1)
+    inverted = invert_latents(gen, teacher, hook, z, x, f["x"], y, invert_steps) if invert_steps else {}
     hook.remove()
     real_std = within_class_std(x, y)
     r_a, chance = retrieval(x_a, d, y)
@@ -135,6 +172,7 @@ def probe_run(run: Path, limit: int, split: str = "eval") -> tuple[dict[str, Any
         "real_feat_retrieval_d": retrieval(f["x"], f["d"], y, pixels=False)[0],
         "teacher_on_source": float((t_d == y).float().mean()),  # the teacher's accuracy on the d(x)
         "anchor_teacher_agree_source": float((t_a == t_d).float().mean()),
+        **inverted,
     }
     return row, {"x": x[:6], "d": d[:6], "r": x_r[:6], "a": x_a[:6]}
 
@@ -166,6 +204,7 @@ def main() -> None:
     ap.add_argument("--run", action="append", required=True, help="LABEL=RUN_DIR (repeatable; labels may repeat)")
     ap.add_argument("--limit", type=int, default=512, help="eval images (anchors.json uses the first 512)")
     ap.add_argument("--split", choices=("eval", "train"), default="eval", help="train: the images Modules 2-3 train on")
+    ap.add_argument("--invert", type=int, default=0, help="Adam steps of per-image latent inversion (0 = none)")
     ap.add_argument("--tag", required=True)
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
@@ -176,7 +215,7 @@ def main() -> None:
     rows, pics = [], {}
     for spec in args.run:
         label, _, path = spec.partition("=")
-        row, pic = probe_run(Path(path), args.limit, args.split)
+        row, pic = probe_run(Path(path), args.limit, args.split, args.invert)
         rows.append({"variant": label, **row})
         pics.setdefault(label, pic)  # the picture shows each label's first run
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items() if k != "run"}, flush=True)
