@@ -27,6 +27,7 @@ the anchor for a few images of each run), with the CPU named.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -153,9 +154,15 @@ def probe_run(
     r_a, chance = retrieval(x_a, d, y)
     r_r, _ = retrieval(x_r, d, y)
     r_x, _ = retrieval(x, d, y)
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    m2 = cfg.module2
     row = {
         "run": str(run),
         "seed": cfg.train.seed,
+        "module2": f"w_encoder {m2.w_encoder} w_instance {m2.w_instance} w_anchor_instance {m2.w_anchor_instance} "
+        f"epochs {m2.epochs}",
+        "test_acc1": summary.get("test", {}).get("acc1", ""),
+        "best_eval_acc1": summary.get("best_eval_acc1", ""),
         "split": split,
         "images": int(len(y)),
         "ceiling_std_ratio": within_class_std(d, y) / real_std,  # a perfect anchor, d(x)
