@@ -192,7 +192,18 @@ class Module2Config(_Base):
     # w·InfoNCE between the teacher's features of each anchor image G(A(E(x_i))) and of the batch's real images,
     # x_i the positive, added to L_A: the anchor stays a view of x itself (the energy term alone pulls every
     # anchor of a class to one confident image). Works with or without w_encoder. 0 = off (the paper)
+    # With it on, the eval anchor loss that picks Module 2's epoch includes the term too (its InfoNCE has the eval
+    # batch's images as negatives, so its scale moves with train.eval_batch_size).
     w_anchor_instance: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_instance(self) -> Module2Config:
+        if self.w_instance > 0 and self.w_encoder == 0:
+            raise ValueError(
+                "module2.w_instance acts on the encoder's Module 2 training, which module2.w_encoder=0 turns off: "
+                "set module2.w_encoder > 0 or use module2.w_anchor_instance"
+            )
+        return self
 
 
 class Module3Config(_Base):

@@ -7,18 +7,20 @@ no run can measure by itself:
 
 * the **ceiling of the anchor-diversity measure**: the within-class pixel std of the source digits over that
   of the MNIST-M images (``anchor_std_ratio`` of a perfect anchor, G(A(E(x))) = d(x));
-* **source retrieval**: the fraction of eval images whose anchor image (and G(E(x))) correlates best, among
+* **source retrieval**: the fraction of images (``--split``: eval or train) whose anchor image (and G(E(x)))
+  correlates best, among
   the source digits of x's class, with x's own source digit (chance: 1 / images of the class); an anchor
   that is one image per class scores chance.
 
 ``--invert N`` adds what G can express at all: per-image latents optimised for N steps so that the teacher's
-features of G(z) pick out their own x (an upper bound for any encoder's G(E(x))).
+features of G(z) pick out their own x (an upper bound for any encoder's G(E(x)) on those same images: a fit,
+not a held-out figure).
 
 For each run directory (``augkd`` on a ``mnist-m`` preset): G from its Module 1 (its own or
 ``module1.init_from``), E from its Module 2 when Module 2 trained it (``module2.w_encoder`` > 0), else
-Module 1's, and the AnchorNet from its Module 2; the same first ``--limit`` eval images as the run's
-``anchors.json``. Writes ``<results>/anchor-source-<tag>.{csv,json,png}`` (the picture: x, d(x), G(E(x)) and
-the anchor for a few images of each run), with the CPU named.
+Module 1's, and the AnchorNet from its Module 2; the first ``--limit`` images of the split (of eval: the
+images of the run's ``anchors.json``). Writes ``<results>/anchor-source-<tag>.{csv,json,png}`` (the picture:
+x, d(x), G(E(x)) and the anchor for a few images of each run), with the CPU named.
 
     .venv/bin/python benchmarks/probe_anchor_source.py --tag mnist-mnistm-10shot --split eval \\
         --run paper=runs/paper/mnist-mnistm-10shot/augkd/seed0 --run encoder=runs/enc/mnist-mnistm-10shot/augkd/seed0
@@ -72,16 +74,19 @@ def retrieval(views: Any, sources: Any, y: Any, pixels: bool = True) -> tuple[fl
 
 
 def invert_latents(
-    gen: Any, teacher: Any, hook: Any, z0: Any, x: Any, f_x: Any, y: Any, steps: int
+    gen: Any, teacher: Any, hook: Any, z0: Any, x: Any, f_x: Any, d: Any, y: Any, steps: int
 ) -> dict[str, float]:
     """What G can express at all: each image's own latent, optimised from E(x) by Adam (lr 0.05, ``steps``
     steps) so that the teacher's features of G(z_i) point at x_i's (InfoNCE over the images, τ 0.1, plus
-    1 − cosine), G frozen; then the same retrievals for G(z). An upper bound for any encoder's G(E(x))."""
+    1 − cosine), G frozen; then G(z)'s retrieval of its own x by the teacher's features (what was optimised:
+    a fit on these images) and of its own source digit d(x) by pixels (not optimised), and the teacher's
+    agreement between G(z) and x. An upper bound for any encoder's G(E(x)) on these images."""
     import torch
     import torch.nn.functional as F
 
     from augkd.training.losses import instance_contrast_loss
 
+    gen.requires_grad_(False)
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=0.05)
     for _ in range(steps):
@@ -95,10 +100,13 @@ def invert_latents(
         x_z = gen(z).float()
         teacher.net(teacher.prepare(x_z))
         f = hook.pop().float()
+        agree = float((teacher(x_z).argmax(1) == teacher(x).argmax(1)).float().mean())
+    hook.features.clear()
     return {
         "inverted_steps": steps,
         "inverted_feat_retrieval_x": retrieval(f, f_x, y, pixels=False)[0],
-        "inverted_teacher_agree_x": float((teacher(x_z).argmax(1) == teacher(x).argmax(1)).float().mean()),
+        "inverted_retrieval_d": retrieval(x_z, d, y)[0],
+        "inverted_teacher_agree_x": agree,
     }
 
 
@@ -121,7 +129,8 @@ def probe_run(
     x8, y, d8 = x8[:limit], y[:limit], d8[:limit]
     m1 = Path(cfg.module1.init_from) if cfg.module1.init_from else run
     g = gc = cfg.generator
-    nc = int(y.max()) + 1
+    data = load_domain(cfg.data, run)
+    nc = data.num_classes
     gen = create_model("augkd_generator", latent_dim=gc.latent_dim, image_size=cfg.data.image_size, width=gc.width)
     size = cfg.data.image_size
     enc = create_model("augkd_encoder", nc, latent_dim=g.latent_dim, image_size=size, width=g.encoder_width)
@@ -132,7 +141,6 @@ def probe_run(
     enc_stage = "module2" if enc_src == run else "module1"
     enc.load_state_dict(load_state_dict_file(stage_net_path(enc_src, enc_stage, "encoder")))
     anc.load_state_dict(load_state_dict_file(stage_net_path(run, "module2", "anchor")))
-    data = load_domain(cfg.data, run)
     teacher, _ = load_teacher(cfg, data)
     for net in (gen, enc, anc):
         net.eval()
@@ -148,7 +156,7 @@ def probe_run(
             teacher.net(teacher.prepare(v))
             f[k] = hook.pop().float()
         t_d, t_a = teacher(d).argmax(1), teacher(x_a).argmax(1)
-    inverted = invert_latents(gen, teacher, hook, z, x, f["x"], y, invert_steps) if invert_steps else {}
+    inverted = invert_latents(gen, teacher, hook, z, x, f["x"], d, y, invert_steps) if invert_steps else {}
     hook.remove()
     real_std = within_class_std(x, y)
     r_a, chance = retrieval(x_a, d, y)

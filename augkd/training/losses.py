@@ -253,8 +253,8 @@ class FeatureHook:
         linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
         if not linears:
             raise ConfigError(
-                "the teacher has no Linear layer: module1.w_act and w_contrast need its penultimate "
-                "features (the input of its last Linear layer)"
+                "the teacher has no Linear layer: module1.w_act and w_contrast, and module2.w_encoder and "
+                "w_anchor_instance, need its penultimate features (the input of its last Linear layer)"
             )
         self.enabled = False
         self.features: list[torch.Tensor] = []

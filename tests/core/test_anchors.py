@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from augkd.config import load_config
 from augkd.training import distill
+from augkd.errors import ConfigError
 from augkd.training.losses import encoder_real_loss
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
@@ -87,11 +88,20 @@ def test_module2_trains_the_encoder_only_when_asked(tmp_path):
 
 
 def test_anchor_instance_term_without_the_encoder(tmp_path):
-    over = [*FAST, "module2.w_anchor_instance=1"]
-    distill(load_config(SMOKE, over), tmp_path / "run")
+    distill(load_config(SMOKE, [*FAST, "module2.w_anchor_instance=1"]), tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints" / "module2" / "encoder.safetensors").exists()  # E stays frozen
     rows = [r for r in _rows(tmp_path / "run" / "metrics.csv") if r["stage"] == "module2"]
     assert rows and all(0.0 < float(r["a_instance"]) <= math.log(32) + 20.0 for r in rows)
+    # the term reaches the AnchorNet's gradient: the same run without it ends with other anchor weights
+    distill(load_config(SMOKE, FAST), tmp_path / "off")
+    on = load_file(tmp_path / "run" / "checkpoints" / "module2" / "anchor.safetensors")
+    off = load_file(tmp_path / "off" / "checkpoints" / "module2" / "anchor.safetensors")
+    assert any(not torch.equal(on[k], off[k]) for k in on if on[k].is_floating_point())
+
+
+def test_instance_term_needs_the_encoder():
+    with pytest.raises(ConfigError, match="w_encoder"):
+        load_config(SMOKE, ["module2.w_instance=1"])
 
 
 def test_module2_with_encoder_resumes_exactly(tmp_path):
