@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from augkd.config import load_config
-from augkd.training import distill
 from augkd.errors import ConfigError
+from augkd.training import distill
 from augkd.training.losses import encoder_real_loss
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
