@@ -270,6 +270,17 @@ class FeatureHook:
         out, self.features = self.features[-1], []
         return out
 
+    def forward(self, teacher: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, penultimate features) of ``teacher`` (a FrozenTeacher on whose ``net`` this hook sits) on
+        ``x``, through the unfolded net, where the hook is, under grad or no_grad as the caller runs; the hook is
+        disabled afterwards."""
+        self.enabled = True
+        try:
+            logits = teacher.net(teacher.prepare(x))
+            return logits, self.pop()
+        finally:
+            self.enabled = False
+
     def remove(self) -> None:
         self._handle.remove()
 

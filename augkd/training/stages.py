@@ -223,10 +223,7 @@ class DataFreeStage(Stage):
                 f_neg = None
                 if self.bank is not None and len(self.bank) > 0:  # the bank's images as negatives (no grad)
                     with torch.no_grad():
-                        self.feat.enabled = True
-                        xb = _cl(self.bank.sample(x.shape[0]), ctx)
-                        ctx.teacher.net(ctx.teacher.prepare(xb))  # the unfolded net, where the hook sits
-                        f_neg = self.feat.pop()
+                        f_neg = self.feat.forward(ctx.teacher, _cl(self.bank.sample(x.shape[0]), ctx))[1]
                 terms["contrast"] = (c.w_contrast, instance_contrast_loss(f1, f2, f_neg, c.contrast_tau))
             self.feat.enabled = False
         for name, (w, v) in terms.items():
@@ -454,17 +451,13 @@ class AnchorStage(Stage):
         with ctx.autocast():
             z_a, m = a(z, y)
             x_a = _cl(g(z_a), ctx)
-            if c.w_anchor_instance > 0:
+            if c.w_anchor_instance > 0:  # the hook's features, also under no_grad (validate)
                 assert self.feat is not None
                 with torch.no_grad():
-                    self.feat.enabled = True
-                    ctx.teacher.net(ctx.teacher.prepare(_cl(x, ctx)))
-                    f_real = self.feat.pop().float()
-                self.feat.enabled = True  # the unfolded net, where the hook sits, also under no_grad (validate)
-            o = ctx.teacher.net(ctx.teacher.prepare(x_a)) if c.w_anchor_instance > 0 else ctx.teacher(x_a)
-            if c.w_anchor_instance > 0:
-                f_anchor = self.feat.pop()
-                self.feat.enabled = False
+                    f_real = self.feat.forward(ctx.teacher, _cl(x, ctx))[1].float()
+                o, f_anchor = self.feat.forward(ctx.teacher, x_a)
+            else:
+                o = ctx.teacher(x_a)
         losses = anchor_loss(o, y, m, c, ctx.backend)
         if c.w_anchor_instance > 0:
             inst = instance_contrast_loss(f_anchor, f_real, None, c.instance_tau)
@@ -483,19 +476,13 @@ class AnchorStage(Stage):
         assert self.feat is not None
         b, dim = x.shape[0], ctx.cfg.generator.latent_dim
         with torch.no_grad(), ctx.autocast():
-            self.feat.enabled = True
-            ctx.teacher.net(ctx.teacher.prepare(_cl(x, ctx)))  # the unfolded net, where the hook sits
-            f_real = self.feat.pop().float()
-            self.feat.enabled = False
+            f_real = self.feat.forward(ctx.teacher, _cl(x, ctx))[1].float()
             z_g = torch.randn(b, dim, device=ctx.device)
             x_g = g(z_g).float()
             y_g = ctx.teacher(_cl(x_g, ctx)).argmax(dim=1)
         with ctx.autocast():
             z_all, mu, logvar = e(torch.cat([x, x_g]), torch.cat([y, y_g]), sample=True)
-            self.feat.enabled = True
-            t_rec = ctx.teacher(_cl(g(z_all[:b]), ctx))
-            f_rec = self.feat.pop()
-            self.feat.enabled = False
+            t_rec, f_rec = self.feat.forward(ctx.teacher, _cl(g(z_all[:b]), ctx))
         inverse = encoder_loss(z_all[b:].float(), z_g, mu[b:].float(), logvar[b:].float(), ctx.cfg.module1.kld_weight)
         c = ctx.cfg.module2
         return encoder_real_loss(f_rec, f_real, t_rec, y, c.w_encoder, inverse / dim, c.w_instance, c.instance_tau)
