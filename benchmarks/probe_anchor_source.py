@@ -39,18 +39,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import write_rows
 
 
-def source_digits(run: Path, cfg: Any, split: str = "eval") -> tuple[Any, Any, Any]:
-    """(MNIST-M ``split`` images, their labels, their source mnist5k digits), uint8 NCHW, in the run's split order."""
+def source_digits(run: Path, cfg: Any, data: Any, split: str = "eval") -> tuple[Any, Any, Any]:
+    """(the run's MNIST-M ``split`` images, their labels, their source mnist5k digits), uint8 NCHW, in the run's
+    split order (``data``: the run's :class:`DomainData`)."""
+    import torch
+
     from augkd.data import load_dataset, load_split
 
     if cfg.data.dataset != "mnist-m":
         raise SystemExit(f"{run}: dataset {cfg.data.dataset!r}; this probe needs the built-in mnist-m")
-    m = load_dataset("mnist-m", cfg.data.image_size)
+    part = data.split(split)
     d = load_dataset("mnist5k", cfg.data.image_size)
-    if not bool((m.labels == d.labels).all()):
+    idx = load_split(run / "split.json", d.labels)[split]  # the split's label check fails if the order differs
+    if not torch.equal(d.labels[idx], part.labels):
         raise SystemExit("mnist-m and mnist5k labels differ: the built-ins are no longer image-for-image")
-    idx = load_split(run / "split.json", m.labels)[split]
-    return m.images[idx], m.labels[idx], d.images[idx]
+    return part.images, part.labels, d.images[idx]
 
 
 def retrieval(views: Any, sources: Any, y: Any, pixels: bool = True) -> tuple[float, float]:
@@ -125,11 +128,11 @@ def probe_run(
     from augkd.training.stages import within_class_std
 
     cfg = load_config(run / "config.yaml")
-    x8, y, d8 = source_digits(run, cfg, split)
+    data = load_domain(cfg.data, run)
+    x8, y, d8 = source_digits(run, cfg, data, split)
     x8, y, d8 = x8[:limit], y[:limit], d8[:limit]
     m1 = Path(cfg.module1.init_from) if cfg.module1.init_from else run
     g = gc = cfg.generator
-    data = load_domain(cfg.data, run)
     nc = data.num_classes
     gen = create_model("augkd_generator", latent_dim=gc.latent_dim, image_size=cfg.data.image_size, width=gc.width)
     size = cfg.data.image_size
