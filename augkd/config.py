@@ -177,8 +177,9 @@ class Module2Config(_Base):
     encoder_z: Literal["mean", "sample"] = "mean"
     # Sample-specific anchors (docs/decisions.md, "Anchors of real images"). w_encoder 0 = the paper and the
     # official code: E is frozen here and was only ever trained on generated images, so G(E(x)) of a real x
-    # is one pattern per class. > 0: E is trained here too, on the real images, so that G(E(x)) is a
-    # teacher-domain view of *that* x: the teacher's penultimate features of G(E(x)) close to those of x
+    # is one pattern per class. > 0: E is trained here too, on the real images, aiming at G(E(x)) as a
+    # teacher-domain view of x (measured: a view of the class the teacher gives x, not of x itself;
+    # benchmarks/probe_anchor_source.py): the teacher's penultimate features of G(E(x)) close to those of x
     # (1 − cosine) and its top-1 = y (CE), both times w_encoder, while E stays the inverse of G on G's own
     # images (Module 1's encoder loss on a fresh generated batch, per latent dimension).
     w_encoder: float = Field(0.0, ge=0)

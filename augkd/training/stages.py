@@ -576,7 +576,8 @@ def within_class_std(x: torch.Tensor, y: torch.Tensor) -> float:
 
 @torch.no_grad()
 def anchor_measures(ctx: RunContext, limit: int = 512) -> dict[str, float]:
-    """Whether the anchors are sample-specific, on up to ``limit`` eval-split images x with labels y:
+    """Measures of the anchors on up to ``limit`` eval-split images x with labels y (class-level: none of them
+    tells a view of x from a view of x's class; benchmarks/probe_anchor_source.py does):
 
     ``recon_agree``: the teacher's top-1 on G(E(x)) equals its top-1 on x (reconstruction consistency);
     ``anchor_label_agree``: the teacher's top-1 on the anchor image G(A(E(x))) is y; ``anchor_conf``: the
