@@ -8,7 +8,9 @@ row per version, synthesis and precision: the median over runs of each run's med
 the ratio to the first label's figure) and ``OUT.png``::
 
     python benchmarks/speed_compare.py --out benchmarks/results/speed-module1-intel-amx-issue14 \\
-        HEAD=/tmp/speed/head-1.json,/tmp/speed/head-2.json 441ed44=/tmp/speed/old441-1.json,...
+        441ed44=/tmp/speed/old441-1.json,... a4ca41d=/tmp/speed/head-1.json,/tmp/speed/head-2.json,...
+
+Runs from different devices are refused (their times are not comparable) unless ``--mixed-devices``.
 """
 
 from __future__ import annotations
@@ -84,14 +86,19 @@ def main() -> None:
     ap.add_argument("versions", nargs="+", help="LABEL=FILE[,FILE...] per code version; the first is the base")
     ap.add_argument("--out", required=True, help="path without extension")
     ap.add_argument("--note", default="", help="free text kept in the JSON (how the runs were made)")
+    ap.add_argument("--mixed-devices", action="store_true", help="pool runs from different devices anyway")
     args = ap.parse_args()
     versions: dict[str, list[dict]] = {}
     for spec in args.versions:
         label, _, files = spec.partition("=")
+        if not label or not files or label in versions:
+            raise SystemExit(f"speed_compare: {spec!r}: give each version once, as LABEL=FILE[,FILE...]")
         versions[label] = [json.loads(Path(f).read_text()) for f in files.split(",")]
     rows = pool(versions)
     runs = [run for rs in versions.values() for run in rs]
     devices = sorted({run["device"] for run in runs})
+    if len(devices) > 1 and not args.mixed_devices:
+        raise SystemExit(f"speed_compare: runs from {len(devices)} devices ({', '.join(devices)}); not comparable")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -100,7 +107,9 @@ def main() -> None:
         "threads": sorted({run["threads"] for run in runs}),
         "torch": sorted({run["torch"] for run in runs}),
         "iters_warmup": sorted({(r["iters"], r["warmup"]) for run in runs for r in run["rows"]}),
-        "official_references": runs[0].get("official_references"),
+        # from the newest script among the runs (older bench_speed.py files lack the fields)
+        "official_references": next((r["official_references"] for r in runs if "official_references" in r), None),
+        "official_reference": next((r["official_reference"] for r in runs if r.get("official_reference")), None),
         "note": args.note,
         "rows": rows,
         "runs": {lab: [run.get("timestamp") for run in rs] for lab, rs in versions.items()},
