@@ -10,6 +10,9 @@ as a line), with the CPU named.
 
     python benchmarks/bench_shots.py --preset mnist-mnistm-10shot --shots 1,3,10,30 --seeds 0 \\
         --module1 runs/bench-accuracy/mnist-mnistm-10shot/dfkd
+
+A method with a synthesis of its own (the data-free baselines' ``-ft`` forms) takes its own Module 1 folder:
+``--methods augkd,dfq-ft --module1-for dfq-ft=runs/bench-accuracy/mnist-mnistm-10shot/dfq-ft``.
 """
 
 from __future__ import annotations
@@ -26,13 +29,34 @@ from results_io import write_rows
 METHODS = "scratch,kd,dfkd-ft,augkd"
 
 
+def module1_folders(args: argparse.Namespace) -> dict[str, list[str]]:
+    """Module 1 folder → the methods that reuse it: ``--module1`` for every method but those given their own by
+    ``--module1-for METHOD=FOLDER`` (a baseline with its own synthesis, e.g. ``dfq-ft``, cannot reuse AuG-KD's)."""
+    own: dict[str, str] = {}
+    for spec in args.module1_for:
+        method, _, folder = spec.partition("=")
+        if not folder:
+            raise SystemExit(f"bench_shots: --module1-for {spec!r}: expected METHOD=FOLDER")
+        own[method] = folder
+    groups: dict[str, list[str]] = {}
+    for m in args.methods.split(","):
+        groups.setdefault(own.get(m, args.module1), []).append(m)
+    return groups
+
+
 def run_shots(args: argparse.Namespace, shots: int, seed: int) -> dict:
+    """``compare`` of the methods at K shots, one call per Module 1 folder into the same work folder; the calls'
+    per-method results are merged into one summary."""
     from augkd.config import load_config
     from augkd.training import compare
 
-    sets = [*args.set, f"data.shots_per_class={shots}", f"module1.init_from={Path(args.module1) / f'seed{seed}'}"]
-    cfg = load_config(f"configs/{args.preset}.yaml", sets)
-    return compare(cfg, args.methods.split(","), [seed], Path(args.work) / f"shots{shots}" / f"seed{seed}", resume=True)
+    merged: dict = {}
+    for folder, methods in module1_folders(args).items():
+        sets = [*args.set, f"data.shots_per_class={shots}", f"module1.init_from={Path(folder) / f'seed{seed}'}"]
+        cfg = load_config(f"configs/{args.preset}.yaml", sets)
+        summary = compare(cfg, methods, [seed], Path(args.work) / f"shots{shots}" / f"seed{seed}", resume=True)
+        merged = {**summary, "methods": {**merged.get("methods", {}), **summary["methods"]}}
+    return merged
 
 
 def plot(rows: list[dict], teacher: float, path: Path) -> None:
@@ -66,6 +90,12 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--methods", default=METHODS)
     ap.add_argument("--module1", required=True, help="folder of seed<N>/ runs whose Module 1 is reused")
+    ap.add_argument(
+        "--module1-for",
+        action="append",
+        default=[],
+        help="METHOD=FOLDER: that method reuses this folder's seed<N>/ Module 1 instead (a baseline's own synthesis)",
+    )
     ap.add_argument("--set", action="append", default=[], help="extra config overrides")
     ap.add_argument("--work", default="runs/bench-shots")
     ap.add_argument("--results", default="benchmarks/results")
@@ -85,7 +115,13 @@ def main() -> None:
         for (m, k), v in acc.items()
     ]
     stem = Path(args.results) / f"shots-{args.preset}"
-    meta = {"preset": args.preset, "overrides": args.set, "module1": args.module1, "teacher_acc1": teacher}
+    meta = {
+        "preset": args.preset,
+        "overrides": args.set,
+        "module1": args.module1,
+        "module1_for": args.module1_for,
+        "teacher_acc1": teacher,
+    }
     write_rows(stem, rows, **meta, wall_s=time.time() - t0)
     plot(rows, teacher, stem.with_suffix(".png"))
     for r in rows:
