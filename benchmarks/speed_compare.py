@@ -4,8 +4,9 @@ Timings on these shared machines drift by ±5% within an hour, so a "did it get 
 by alternating the versions in one session (A, B, A, B, ...) and comparing the medians of the runs, not one
 run each. Each ``LABEL=FILE[,FILE...]`` names the JSON files ``bench_speed.py`` wrote for one version; the
 label is what the table and the plot call it (for example the commit). Writes ``OUT.json``, ``OUT.csv`` (one
-row per version, synthesis and precision: the median over runs of each run's median, the runs' range and
-the ratio to the first label's figure) and ``OUT.png``::
+row per version, synthesis and precision: the median over runs of each run's median, the runs' medians and
+range, and the ratio to the first label's figure; ``results_io.write_rows``, so the JSON also names the machine
+that pooled them) and ``OUT.png``::
 
     python benchmarks/speed_compare.py --out benchmarks/results/speed-module1-intel-amx-issue14 \\
         441ed44=/tmp/speed/old441-1.json,... a4ca41d=/tmp/speed/head-1.json,/tmp/speed/head-2.json,...
@@ -16,15 +17,18 @@ Runs from different devices are refused (their times are not comparable) unless 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import write_rows
 
 
 def pool(versions: dict[str, list[dict]]) -> list[dict]:
@@ -100,27 +104,21 @@ def main() -> None:
     if len(devices) > 1 and not args.mixed_devices:
         raise SystemExit(f"speed_compare: runs from {len(devices)} devices ({', '.join(devices)}); not comparable")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "benchmark": "module1_iteration, interleaved versions",
-        "device": devices,
-        "threads": sorted({run["threads"] for run in runs}),
-        "torch": sorted({run["torch"] for run in runs}),
-        "iters_warmup": sorted({(r["iters"], r["warmup"]) for run in runs for r in run["rows"]}),
-        # from the newest script among the runs (older bench_speed.py files lack the fields)
-        "official_references": next((r["official_references"] for r in runs if "official_references" in r), None),
-        "official_reference": next((r["official_reference"] for r in runs if r.get("official_reference")), None),
-        "note": args.note,
-        "rows": rows,
-        "runs": {lab: [run.get("timestamp") for run in rs] for lab, rs in versions.items()},
-    }
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     base = "ratio_to_" + next(iter(versions))
-    cols = ["version", "synthesis", "precision", "runs", "median_s", "min_s", "max_s", base]
-    with out.with_suffix(".csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(  # <out>.csv and <out>.json, the latter with the machine that pooled them (results_io)
+        out,
+        rows,
+        benchmark="module1_iteration, interleaved versions",
+        device=devices,
+        threads=sorted({run["threads"] for run in runs}),
+        runs_torch=sorted({run["torch"] for run in runs}),
+        iters_warmup=sorted({(r["iters"], r["warmup"]) for run in runs for r in run["rows"]}),
+        # from the newest script among the runs (older bench_speed.py files lack the fields)
+        official_references=next((r["official_references"] for r in runs if "official_references" in r), None),
+        official_reference=next((r["official_reference"] for r in runs if r.get("official_reference")), None),
+        note=args.note,
+        runs={lab: [run.get("timestamp") for run in rs] for lab, rs in versions.items()},
+    )
     plot(rows, out.with_suffix(".png"), f"Module 1 iteration, official configuration; {', '.join(devices)}")
     for r in rows:
         ratio = r[base]
