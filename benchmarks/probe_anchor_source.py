@@ -93,18 +93,15 @@ def invert_latents(
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=0.05)
     for _ in range(steps):
-        teacher.net(teacher.prepare(gen(z)))
-        f = hook.pop().float()
+        f = hook.forward(teacher, gen(z))[1].float()
         loss = instance_contrast_loss(f, f_x, None, 0.1) + 1.0 - F.cosine_similarity(f, f_x).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
         x_z = gen(z).float()
-        teacher.net(teacher.prepare(x_z))
-        f = hook.pop().float()
+        f = hook.forward(teacher, x_z)[1].float()
         agree = float((teacher(x_z).argmax(1) == teacher(x).argmax(1)).float().mean())
-    hook.features.clear()
     return {
         "inverted_steps": steps,
         "inverted_feat_retrieval_x": retrieval(f, f_x, y, pixels=False)[0],
@@ -149,15 +146,13 @@ def probe_run(
         net.eval()
     x, d = x8.float().div(255.0), d8.float().div(255.0)
     hook = FeatureHook(teacher.net)
-    hook.enabled = True
     with torch.no_grad():
         z, _, _ = enc(x, y)
         z_a, _ = anc(z, y)
         x_r, x_a = gen(z).float(), gen(z_a).float()
         f = {}
         for k, v in (("x", x), ("d", d), ("r", x_r), ("a", x_a)):
-            teacher.net(teacher.prepare(v))
-            f[k] = hook.pop().float()
+            f[k] = hook.forward(teacher, v)[1].float()
         t_d, t_a = teacher(d).argmax(1), teacher(x_a).argmax(1)
     inverted = invert_latents(gen, teacher, hook, z, x, f["x"], d, y, invert_steps) if invert_steps else {}
     hook.remove()
